@@ -1,4 +1,12 @@
-"""vigorl_env: grounded visual reasoning as registered Gymnasium environments."""
-from vigorl_env.errors import DataFormatError, DataNotFoundError
+"""vigorl_env: grounded visual reasoning as registered Gymnasium environments.
 
-__all__ = ["DataFormatError", "DataNotFoundError"]
+`import vigorl_env` registers the ids of SPEC §5.1 (`ViGoRL/SynthSearch-v0`, `ViGoRL/VStar-v0`, …).
+"""
+
+from vigorl_env.errors import DataFormatError, DataNotFoundError
+from vigorl_env.registration import ENV_IDS, PROCEDURAL_IDS, UPSTREAM_IDS, register_all
+
+register_all()
+
+__all__ = ["ENV_IDS", "PROCEDURAL_IDS", "UPSTREAM_IDS", "DataFormatError", "DataNotFoundError"]
+__version__ = "0.1.0"

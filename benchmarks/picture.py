@@ -1,0 +1,58 @@
+"""A picture a person can look at: one random-zoom episode per env, with its points and crops."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from vigorl_agents.baselines import RandomZoom  # noqa: E402
+
+
+def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, Any]) -> dict[str, Any]:
+    env = gym.make(env_id, mode="multi_turn", render_mode="rgb_array", **make_kwargs)
+    policy = RandomZoom(seed=seed)
+    obs, info = env.reset(options={"index": index})
+    question = obs["text"]
+    policy.begin(obs, info, env.unwrapped.answer_kind)
+    crops = []
+    while True:
+        obs, reward, term, trunc, info = env.step(policy.act(obs, info))
+        if "crop" in info:
+            crops.append((obs["image"], info["crop"]))
+        if term or trunc:
+            break
+    return {"env_id": env_id, "frame": env.render(), "crops": crops, "question": question,
+            "transcript": info["transcript"], "gt": info["ground_truth"]["answer"],
+            "reward": reward, "accuracy": info["reward_components"]["accuracy"]}
+
+
+def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
+    kw = dict(args.make_kwargs)
+    eps = [record_episode(e, index, args.seed, {"split": args.split, **kw}) for e in args.envs]
+    ncols = 1 + max(1, max(len(e["crops"]) for e in eps))
+    fig, axes = plt.subplots(len(eps), ncols, figsize=(4.2 * ncols, 4.6 * len(eps)), squeeze=False)
+    for row, ep in zip(axes, eps, strict=True):
+        for ax in row:
+            ax.axis("off")
+        row[0].imshow(ep["frame"])
+        q = ep["question"].replace("<image>", "").strip().splitlines()[0]
+        row[0].set_title(f"{ep['env_id']}\n" + textwrap.shorten(q, 70), fontsize=8)
+        answer = ep["transcript"].rsplit("<answer>", 1)[-1].replace("</answer>", "").strip()
+        row[0].text(0, -0.08, f"answer: {textwrap.shorten(answer, 40)} | GT: {textwrap.shorten(ep['gt'], 40)}"
+                    f" | acc {ep['accuracy']:.1f} reward {ep['reward']:.2f}",
+                    transform=row[0].transAxes, fontsize=7, va="top")
+        for i, (img, crop) in enumerate(ep["crops"], start=1):
+            row[i].imshow(img)
+            row[i].set_title(f"crop {i}: point {crop['point']}\nbox {crop['box']}", fontsize=8)
+    fig.suptitle("random-zoom baseline episodes (red: crop boxes and tool-call points, model frame)", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+    return path

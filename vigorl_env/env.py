@@ -1,0 +1,391 @@
+"""GroundedReasoningEnv: the one env class, composed from a benchmark (task family + dataset).
+
+## Description
+A vision-language model answers a question about one image while pointing at image regions. An
+action is the model's text for one assistant turn. In single-turn mode the turn is scored at once;
+in multi-turn mode a `<tool_call>` with a coordinate returns a zoomed crop of the image around that
+point (SPEC §6) and the episode goes on until an answer, a bad action or the turn/image budget.
+
+## Observation
+`{"image": uint8 array (H, W, 3), "text": str}`: at reset the model-frame image and the question
+(with exactly one `<image>`); after a crop, the zoomed crop and the observation text (SPEC §4.3);
+after the end, the last image and `""`.
+
+## Action
+Any `str` (bytes are decoded as UTF-8 with replacement). No string makes `step` raise.
+
+## Reward
+0 until the episode ends; then the single-turn (SPEC §7.3) or multi-turn (SPEC §7.4) overall score of
+the transcript, with its components in `info["reward_components"]`.
+
+## Episode End
+Single-turn: after the first action. Multi-turn: SPEC §5.5 rules (answer, invalid tool call, no
+action, turn limit, image budget after the forced final answer).
+
+## Arguments
+SPEC §5.2; see `vigorl_env.config.build_config`.
+
+## Version History
+- v0: initial release (SPEC version 0 + clarifications 0.1).
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from gymnasium.error import ResetNeeded
+from PIL import Image, ImageDraw
+
+from vigorl_env import protocol, rewards
+from vigorl_env.config import EnvConfig, build_config
+from vigorl_env.data.base import Dataset, Sample
+from vigorl_env.geometry import CropInfo, Frame, crop_zoom, model_frame
+from vigorl_env.metrics import grounding_precision
+from vigorl_env.spaces import AnyText, VarImage
+
+FRAME_CACHE_SIZE = 64
+CROP_CACHE_SIZE = 256
+
+
+@dataclass(frozen=True)
+class EnvState:
+    """A cheap, immutable, picklable snapshot of an episode (SPEC §5.7): replaying `actions` after a
+    reset to `index` reproduces the episode exactly."""
+
+    env_id: str
+    config_fingerprint: str
+    split: str
+    index: int
+    actions: tuple[str, ...]
+
+
+class _LRU(OrderedDict):
+    """A tiny LRU map (model frames and crops), dropped when the env is pickled."""
+
+    def __init__(self, maxsize: int):
+        super().__init__()
+        self.maxsize = maxsize
+
+    def get_or(self, key: Any, make: Any) -> Any:
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        if len(self) > self.maxsize:
+            self.popitem(last=False)
+        return value
+
+
+def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = None) -> Dataset:
+    """The dataset of a config: a procedural generator, or upstream files under DATA_ROOT."""
+    spec = config.spec
+    if spec.procedural:
+        module, cls = spec.source.split(":")
+        factory = getattr(importlib.import_module(module), cls)
+        return factory(split=config.split or "train", dataset_seed=config.dataset_seed, size=config.size)
+    from vigorl_env.data.upstream import load_benchmark
+
+    return load_benchmark(
+        spec.name,
+        config.split,
+        data_root=data_root,
+        prompt_newlines=config.prompt_newlines,
+        env_id=env_id or spec.env_id,
+    )
+
+
+class GroundedReasoningEnv(gym.Env[dict, str]):
+    __doc__ = __doc__
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+
+    def __init__(self, benchmark: str, *, data_root: Any = None, render_mode: str | None = None, **kwargs):
+        self.config = build_config(benchmark, **kwargs)
+        if render_mode not in (None, "rgb_array"):
+            raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
+        self.render_mode = render_mode
+        self._data_root = data_root
+        self.env_id = self.config.spec.env_id
+        self.dataset = load_dataset(self.config, data_root, self.env_id)
+        self.split = self.dataset.split
+        self.family = self.config.spec.family
+        self.answer_kind = self.family.answer_kind
+        self.system_prompt = (
+            self.config.system_prompt
+            if self.config.system_prompt is not None
+            else self.family.system_prompt(self.config.mode, self.config.variant, self.config.prompt_newlines)
+        )
+        self.fingerprint = self.config.fingerprint()
+        self.observation_space = gym.spaces.Dict({"image": VarImage(), "text": AnyText()})
+        self.action_space = AnyText(max_length=100_000)
+        self._frames = _LRU(FRAME_CACHE_SIZE)
+        self._crops = _LRU(CROP_CACHE_SIZE)
+        self._episode: _Episode | None = None
+
+    # ------------------------------------------------------------------ pickling
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_frames"] = _LRU(FRAME_CACHE_SIZE)
+        state["_crops"] = _LRU(CROP_CACHE_SIZE)
+        return state
+
+    # ------------------------------------------------------------------ reset
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        options = options or {}
+        if options.get("sample_id") is not None:
+            index = self.dataset.index_of(str(options["sample_id"]))
+        elif options.get("index") is not None:
+            index = int(options["index"])
+            if not 0 <= index < len(self.dataset):
+                raise IndexError(f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self.dataset)})")
+        else:
+            index = int(self.np_random.integers(0, len(self.dataset)))
+        sample = self.dataset[index]
+        frame_img, frame = self._frames.get_or(index, lambda: self._make_frame(sample))
+        ep = _Episode(sample=sample, index=index, frame_img=frame_img, frame=frame, gt=self._ground_truth(sample, frame))
+        self._episode = ep
+        ep.last_image = np.array(frame_img)
+        if self.config.mode == "multi_turn" and ep.num_images >= self.config.max_images:
+            ep.pending_prefix = True
+        info = {
+            "system_prompt": self.system_prompt,
+            "sample_id": sample.sample_id,
+            "index": index,
+            "split": self.split,
+            "mode": self.config.mode,
+            "frame": frame.to_info(),
+            "max_turns": self.config.max_turns,
+            "max_images": self.config.max_images,
+            "crop": {
+                "offset": self.config.offset,
+                "crop_size": self.config.crop_size,
+                "crop_size_effective": self.config.crop_size_effective,
+                "draw_dot": self.config.draw_dot,
+            },
+        }
+        if ep.pending_prefix:
+            info["assistant_prefix"] = protocol.FORCED_PREFIX
+        return {"image": ep.last_image.copy(), "text": sample.question}, info
+
+    def _make_frame(self, sample: Sample) -> tuple[Image.Image, Frame]:
+        return model_frame(
+            sample.image(),
+            min_pixels=self.config.min_pixels,
+            max_pixels=self.config.max_pixels,
+            max_side=self.config.max_side,
+            sample_id=sample.sample_id,
+        )
+
+    def _ground_truth(self, sample: Sample, frame: Frame) -> rewards.GroundTruth:
+        box = frame.box_to_model(sample.gt_box) if sample.gt_box is not None else None
+        return rewards.GroundTruth(answer=sample.answer, kind=sample.answer_kind, box=box)
+
+    # ------------------------------------------------------------------ step
+    def step(self, action: str | bytes):
+        ep = self._episode
+        if ep is None or ep.done:
+            raise ResetNeeded("step() called on a finished episode (or before reset); call reset() first")
+        text = protocol.canonicalize_action(action)
+        info: dict[str, Any] = {}
+        if ep.pending_prefix and not text.startswith(protocol.FORCED_PREFIX):
+            text = protocol.FORCED_PREFIX + text
+            info["prefix_prepended"] = True
+        ep.actions.append(text)
+        turn = len(ep.actions)
+        tool_call = protocol.find_tool_call(text)
+        info["turn"] = turn
+        info["tool_call"] = (
+            {"coordinate": list(tool_call.coordinate)} if tool_call is not None and tool_call.valid else None
+        )
+
+        if self.config.mode == "single_turn":
+            reason = "answer" if protocol.extract_answer(text) is not None else "no_answer"
+            return self._finish(info, reason, truncated=False)
+
+        if ep.pending_prefix:
+            if protocol.contains_answer_close(text):
+                return self._finish(info, "answer", truncated=False)
+            return self._finish(info, "image_budget", truncated=True)
+        if protocol.contains_answer_close(text):
+            return self._finish(info, "answer", truncated=False)
+        if tool_call is None:
+            return self._finish(info, "no_action", truncated=False)
+        if not tool_call.valid:
+            info["tool_call_error"] = tool_call.error
+            return self._finish(info, "invalid_tool_call", truncated=False)
+
+        crop_img, crop = self._crop(ep, tool_call.coordinate)
+        obs_text = protocol.observation_text(self.config.draw_dot)
+        ep.observations.append(obs_text)
+        ep.crops.append(crop)
+        ep.num_images += 1
+        ep.last_image = crop_img
+        info["num_images"] = ep.num_images
+        info["crop"] = crop.to_info()
+        if ep.num_images >= self.config.max_images:
+            ep.pending_prefix = True
+            info["assistant_prefix"] = protocol.FORCED_PREFIX
+        obs = {"image": crop_img.copy(), "text": obs_text}
+        if turn >= self.config.max_turns:
+            reward, end_info = self._end(ep, "turn_limit")
+            info.update(end_info)
+            return obs, reward, False, True, info
+        return obs, 0.0, False, False, info
+
+    def _crop(self, ep: _Episode, point: tuple[int, int]) -> tuple[np.ndarray, CropInfo]:
+        w, h = ep.frame.model_size
+        key = (ep.index, min(max(point[0], 0), w - 1), min(max(point[1], 0), h - 1))
+
+        def make() -> tuple[np.ndarray, CropInfo]:
+            img, crop = crop_zoom(
+                ep.frame_img, point, offset=self.config.offset, crop_size=self.config.crop_size,
+                draw_dot=self.config.draw_dot,
+            )
+            return np.asarray(img), crop
+
+        arr, crop = self._crops.get_or(key, make)
+        if crop.point != tuple(point):  # a cached crop of the same clamped point: keep this call's flag
+            crop = CropInfo(point=crop.point, box=crop.box, clamped=crop.point != tuple(point))
+        return arr, crop
+
+    def _finish(self, info: dict[str, Any], reason: str, *, truncated: bool):
+        ep = self._episode
+        assert ep is not None
+        reward, end_info = self._end(ep, reason)
+        info.update(end_info)
+        info["num_images"] = ep.num_images
+        return {"image": ep.last_image.copy(), "text": ""}, reward, not truncated, truncated, info
+
+    def _end(self, ep: _Episode, reason: str) -> tuple[float, dict[str, Any]]:
+        ep.done = True
+        transcript = self.transcript()
+        cfg = self.config
+        if cfg.mode == "single_turn":
+            comps = rewards.single_turn_reward(
+                transcript, ep.gt, variant=cfg.variant, weights=cfg.reward_weights,
+                accuracy_fn=cfg.accuracy_fn, answer_extraction=cfg.answer_extraction,
+            )
+        else:
+            comps = rewards.multi_turn_reward(
+                transcript, ep.gt, weights=cfg.reward_weights, diversity_bonus=cfg.diversity_bonus,
+                diversity_min_dist=cfg.diversity_min_dist, accuracy_fn=cfg.accuracy_fn,
+                answer_extraction=cfg.answer_extraction,
+            )
+        info: dict[str, Any] = {
+            "end_reason": reason,
+            "reward_components": comps,
+            "transcript": transcript,
+            "ground_truth": self._ground_truth_info(ep),
+        }
+        if ep.sample.objects:
+            info["grounding"] = grounding_precision(
+                transcript, [(o.id, ep.frame.box_to_model(o.box)) for o in ep.sample.objects],
+                ep.sample.target_ids,
+            )
+        return float(comps["overall"]), info
+
+    def _ground_truth_info(self, ep: _Episode) -> dict[str, Any]:
+        gt: dict[str, Any] = {"answer": ep.sample.answer}
+        if ep.gt.box is not None:
+            gt["box"] = list(ep.gt.box)
+        if ep.sample.objects is not None:
+            gt["objects"] = [
+                {**o.to_dict(), "box": list(ep.frame.box_to_model(o.box))} for o in ep.sample.objects
+            ]
+            gt["target_ids"] = list(ep.sample.target_ids)
+        if ep.sample.options is not None:
+            gt["options"] = list(ep.sample.options)
+        return gt
+
+    # ------------------------------------------------------------------ public helpers
+    def transcript(self) -> str:
+        """The scored text: actions joined with the observation texts (SPEC §5.5)."""
+        ep = self._require_episode()
+        parts: list[str] = []
+        for i, action in enumerate(ep.actions):
+            parts.append(action)
+            if i < len(ep.observations):
+                parts.append(ep.observations[i])
+        return "\n".join(parts)
+
+    def finalize(self, reason: str = "overlong") -> tuple[float, dict[str, Any]]:
+        """End a running episode from outside (e.g. token budget, SPEC §11.8), truncated semantics."""
+        ep = self._require_episode()
+        if ep.done:
+            raise ResetNeeded("finalize() on a finished episode")
+        reward, info = self._end(ep, reason)
+        info.update({"turn": len(ep.actions), "num_images": ep.num_images, "truncated": True})
+        return reward, info
+
+    def accuracy_of(self, answer_text: str | None) -> float:
+        """Kind accuracy of a bare answer string against the hidden GT (for MCTS; reveals nothing else)."""
+        ep = self._require_episode()
+        return rewards.answer_accuracy(answer_text, ep.gt, self.config.accuracy_fn)
+
+    def get_state(self) -> EnvState:
+        ep = self._require_episode()
+        return EnvState(self.env_id, self.fingerprint, self.split, ep.index, tuple(ep.actions))
+
+    def set_state(self, state: EnvState):
+        """Re-reset to `state.index` and replay its actions; returns the last `(obs, info)`."""
+        if state.config_fingerprint != self.fingerprint:
+            raise ValueError(
+                f"EnvState from a different config (fingerprint {state.config_fingerprint[:12]}… "
+                f"≠ {self.fingerprint[:12]}…, env {state.env_id})"
+            )
+        if state.split != self.split:
+            raise ValueError(f"EnvState split {state.split!r} ≠ env split {self.split!r}")
+        obs, info = self.reset(options={"index": state.index})
+        for action in state.actions:
+            obs, _, _, _, info = self.step(action)
+        return obs, info
+
+    @property
+    def episode(self) -> _Episode | None:
+        return self._episode
+
+    def _require_episode(self) -> _Episode:
+        if self._episode is None:
+            raise ResetNeeded("no episode: call reset() first")
+        return self._episode
+
+    # ------------------------------------------------------------------ render
+    def render(self):
+        """rgb_array: the model-frame image with the episode's crop boxes and tool-call points drawn."""
+        if self.render_mode != "rgb_array" or self._episode is None:
+            return None
+        ep = self._episode
+        img = ep.frame_img.copy()
+        draw = ImageDraw.Draw(img)
+        for i, crop in enumerate(ep.crops):
+            draw.rectangle(crop.box, outline=(255, 0, 0), width=3)
+            x, y = crop.point
+            draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=(255, 0, 0), outline=(255, 255, 255), width=2)
+            draw.text((crop.box[0] + 4, crop.box[1] + 2), str(i + 1), fill=(255, 0, 0))
+        return np.array(img)
+
+
+@dataclass(eq=False)
+class _Episode:
+    """Mutable state of the running episode (the public snapshot is `EnvState`)."""
+
+    sample: Sample
+    index: int
+    frame_img: Image.Image
+    frame: Frame
+    gt: rewards.GroundTruth
+    last_image: np.ndarray | None = None
+    num_images: int = 1
+    pending_prefix: bool = False
+    done: bool = False
+
+    def __post_init__(self) -> None:
+        self.actions: list[str] = []
+        self.observations: list[str] = []
+        self.crops: list[CropInfo] = []

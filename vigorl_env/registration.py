@@ -1,0 +1,20 @@
+"""Registration of the env ids (SPEC §5.1) with string entry points, so `import vigorl_env` stays
+cheap: datasets and generators load only at `gymnasium.make`."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+
+from vigorl_env.tasks import BENCHMARKS
+
+ENTRY_POINT = "vigorl_env.env:GroundedReasoningEnv"
+ENV_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values())
+PROCEDURAL_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if b.procedural)
+UPSTREAM_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if not b.procedural)
+
+
+def register_all() -> None:
+    """Register every id once (no `max_episode_steps`: turn limits are internal, SPEC §5.1)."""
+    for bench in BENCHMARKS.values():
+        if bench.env_id not in gym.registry:
+            gym.register(id=bench.env_id, entry_point=ENTRY_POINT, kwargs={"benchmark": bench.name})

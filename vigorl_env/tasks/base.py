@@ -1,0 +1,70 @@
+"""The two records a task is made of: the family (answer kind, crop defaults, prompts) and the
+benchmark (frame defaults and where its samples come from)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+
+
+@lru_cache(maxsize=None)
+def load_prompt(name: str, newlines: str = "normalized") -> str:
+    """A shipped prompt text (SPEC §4.6, PROMPTS.md) by file stem.
+
+    `newlines="literal"` re-creates upstream's un-normalized RL prompt-file form, in which newlines
+    were the two characters backslash-n and double quotes were escaped (`\\"`).
+    """
+    text = (resources.files("vigorl_env") / "assets" / "prompts" / f"{name}.txt").read_text("utf-8")
+    text = text.strip()
+    if newlines == "normalized":
+        return text
+    if newlines == "literal":
+        return text.replace('"', '\\"').replace("\n", "\\n")
+    raise ValueError(f"prompt_newlines must be 'normalized' or 'literal', got {newlines!r}")
+
+
+@dataclass(frozen=True)
+class TaskFamily:
+    """A task family (SPEC §3.2 / §4.6): answer kind, crop setting and prompt names by variant."""
+
+    name: str
+    answer_kind: str
+    offset: int
+    crop_size: int
+    draw_dot: bool
+    prompt_grounded: str
+    prompt_vanilla: str
+    prompt_multi_turn: str
+    prompt_mcts: str
+
+    def system_prompt(self, mode: str, variant: str, newlines: str = "normalized") -> str:
+        if mode == "multi_turn":
+            return load_prompt(self.prompt_multi_turn, newlines)
+        name = self.prompt_vanilla if variant == "vanilla" else self.prompt_grounded
+        return load_prompt(name, newlines)
+
+
+@dataclass(frozen=True)
+class BenchmarkSpec:
+    """One env id's defaults (SPEC §3.2) and its sample source.
+
+    `source` is "upstream" (files under DATA_ROOT, `vigorl_env.data.upstream`) or a
+    "module:Class" path of a procedural dataset, imported only at `make` time.
+    """
+
+    name: str
+    family: TaskFamily
+    default_mode: str
+    min_pixels: int
+    max_pixels: int
+    max_side: int | None
+    source: str
+
+    @property
+    def env_id(self) -> str:
+        return f"ViGoRL/{self.name}-v0"
+
+    @property
+    def procedural(self) -> bool:
+        return self.source != "upstream"
