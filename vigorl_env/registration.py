@@ -8,6 +8,7 @@ import gymnasium as gym
 from vigorl_env.tasks import BENCHMARKS
 
 ENTRY_POINT = "vigorl_env.env:GroundedReasoningEnv"
+VECTOR_ENTRY_POINT = "vigorl_env.vector:async_vector_env"
 ENV_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values())
 PROCEDURAL_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if b.procedural)
 UPSTREAM_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if not b.procedural)
@@ -17,4 +18,9 @@ def register_all() -> None:
     """Register every id once (no `max_episode_steps`: turn limits are internal, SPEC §5.1)."""
     for bench in BENCHMARKS.values():
         if bench.env_id not in gym.registry:
-            gym.register(id=bench.env_id, entry_point=ENTRY_POINT, kwargs={"benchmark": bench.name})
+            gym.register(
+                id=bench.env_id,
+                entry_point=ENTRY_POINT,
+                vector_entry_point=VECTOR_ENTRY_POINT,
+                kwargs={"benchmark": bench.name},
+            )

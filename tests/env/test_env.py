@@ -321,8 +321,14 @@ def test_render_rgb_array():
     assert frame.shape == obs["image"].shape and not np.array_equal(frame, obs["image"])
 
 
-def test_async_vector_env():
-    envs = gym.make_vec("ViGoRL/SynthSpatial-v0", num_envs=2, vectorization_mode="async")
+@pytest.mark.parametrize(
+    "how",
+    [{"vectorization_mode": "async", "vector_kwargs": {"shared_memory": False}}, {}, {"vectorization_mode": "sync"}],
+)
+def test_vector_envs(how):
+    envs = gym.make_vec("ViGoRL/SynthSpatial-v0", num_envs=2, **how)
+    if not how:
+        assert isinstance(envs, gym.vector.AsyncVectorEnv)
     try:
         obs, info = envs.reset(seed=[1, 2])
         assert len(obs["image"]) == 2 and obs["image"][0].ndim == 3
