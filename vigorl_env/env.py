@@ -49,7 +49,7 @@ from vigorl_env.metrics import grounding_precision
 from vigorl_env.spaces import AnyText, VarImage
 
 FRAME_CACHE_SIZE = 64
-CROP_CACHE_SIZE = 256
+CROP_CACHE_SIZE = 32
 
 
 @dataclass(frozen=True)
