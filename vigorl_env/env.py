@@ -130,9 +130,13 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_frames"] = _LRU(FRAME_CACHE_SIZE)
-        state["_crops"] = _LRU(CROP_CACHE_SIZE)
+        del state["_frames"], state["_crops"]  # caches are rebuilt, not shipped
         return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._frames = _LRU(FRAME_CACHE_SIZE)
+        self._crops = _LRU(CROP_CACHE_SIZE)
 
     # ------------------------------------------------------------------ reset
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -305,13 +309,17 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
 
     # ------------------------------------------------------------------ public helpers
     def transcript(self) -> str:
-        """The scored text: actions joined with the observation texts (SPEC §5.5)."""
+        """The scored text: actions joined with the observation texts between them (SPEC §5.5).
+
+        It ends with the last action: an observation made by the last action (turn limit, §15.10,
+        or an outside `finalize`) is not part of it.
+        """
         ep = self._require_episode()
         parts: list[str] = []
         for i, action in enumerate(ep.actions):
+            if i:
+                parts.append(ep.observations[i - 1])
             parts.append(action)
-            if i < len(ep.observations):
-                parts.append(ep.observations[i])
         return "\n".join(parts)
 
     def finalize(self, reason: str = "overlong") -> tuple[float, dict[str, Any]]:
