@@ -10,12 +10,14 @@ import gymnasium as gym
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from vigorl_agents.baselines import RandomZoom  # noqa: E402
+from vigorl_agents.baselines import RandomZoom
 
 
-def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, Any]) -> dict[str, Any]:
+def record_episode(
+    env_id: str, index: int, seed: int, make_kwargs: dict[str, Any]
+) -> dict[str, Any]:
     env = gym.make(env_id, mode="multi_turn", render_mode="rgb_array", **make_kwargs)
     policy = RandomZoom(seed=seed)
     obs, info = env.reset(options={"index": index})
@@ -28,9 +30,16 @@ def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, An
             crops.append((obs["image"], info["crop"]))
         if term or trunc:
             break
-    return {"env_id": env_id, "frame": env.render(), "crops": crops, "question": question,
-            "transcript": info["transcript"], "gt": info["ground_truth"]["answer"],
-            "reward": reward, "accuracy": info["reward_components"]["accuracy"]}
+    return {
+        "env_id": env_id,
+        "frame": env.render(),
+        "crops": crops,
+        "question": question,
+        "transcript": info["transcript"],
+        "gt": info["ground_truth"]["answer"],
+        "reward": reward,
+        "accuracy": info["reward_components"]["accuracy"],
+    }
 
 
 def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
@@ -45,13 +54,22 @@ def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
         q = ep["question"].replace("<image>", "").strip().splitlines()[0]
         row[0].set_title(f"{ep['env_id']}\n" + textwrap.shorten(q, 70), fontsize=8)
         answer = ep["transcript"].rsplit("<answer>", 1)[-1].replace("</answer>", "").strip()
-        row[0].text(0, -0.08, f"answer: {textwrap.shorten(answer, 40)} | GT: {textwrap.shorten(ep['gt'], 40)}"
-                    f" | acc {ep['accuracy']:.1f} reward {ep['reward']:.2f}",
-                    transform=row[0].transAxes, fontsize=7, va="top")
+        row[0].text(
+            0,
+            -0.08,
+            f"answer: {textwrap.shorten(answer, 40)} | GT: {textwrap.shorten(ep['gt'], 40)}"
+            f" | acc {ep['accuracy']:.1f} reward {ep['reward']:.2f}",
+            transform=row[0].transAxes,
+            fontsize=7,
+            va="top",
+        )
         for i, (img, crop) in enumerate(ep["crops"], start=1):
             row[i].imshow(img)
             row[i].set_title(f"crop {i}: point {crop['point']}\nbox {crop['box']}", fontsize=8)
-    fig.suptitle("random-zoom baseline episodes (red: crop boxes and tool-call points, model frame)", fontsize=10)
+    fig.suptitle(
+        "random-zoom baseline episodes (red: crop boxes and tool-call points, model frame)",
+        fontsize=10,
+    )
     fig.tight_layout()
     fig.savefig(path, dpi=80)
     plt.close(fig)

@@ -86,7 +86,9 @@ def _load_done(path: Path) -> dict[tuple[str, str], list[dict[str, Any]]]:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
-                    log.warning("%s:%d: unreadable line skipped (interrupted write?)", path, line_no)
+                    log.warning(
+                        "%s:%d: unreadable line skipped (interrupted write?)", path, line_no
+                    )
                     continue
                 done[(rec["env_id"], rec["policy"])].append(rec)
     return done
@@ -97,18 +99,31 @@ def main(args: Args) -> dict[str, Any]:
     samples_path = args.out / "samples.jsonl"
     done = _load_done(samples_path)
     (args.out / "config.json").write_text(json.dumps(asdict(args), default=str, indent=2))
-    envs = {env_id: gym.make(env_id, split=args.split, **_size_kwargs(env_id, args), **args.make_kwargs)
-            for env_id in args.envs}
+    envs = {
+        env_id: gym.make(env_id, split=args.split, **_size_kwargs(env_id, args), **args.make_kwargs)
+        for env_id in args.envs
+    }
     started = time.perf_counter()
     with samples_path.open("a", encoding="utf-8") as out:
         for env_id in args.envs:
             for name in args.baselines:
                 policy = BASELINES[name](seed=args.seed)
-                env = envs[env_id] if policy.mode is None else gym.make(
-                    env_id, split=args.split, mode=policy.mode, **_size_kwargs(env_id, args), **args.make_kwargs)
+                env = (
+                    envs[env_id]
+                    if policy.mode is None
+                    else gym.make(
+                        env_id,
+                        split=args.split,
+                        mode=policy.mode,
+                        **_size_kwargs(env_id, args),
+                        **args.make_kwargs,
+                    )
+                )
                 seen = {r["sample_id"] for r in done[(env_id, name)]}
                 todo = [i for i in range(args.episodes) if _sid(env, i) not in seen]
-                for index in tqdm(todo, desc=f"{env_id} · {name}", leave=False, disable=not sys.stderr.isatty()):
+                for index in tqdm(
+                    todo, desc=f"{env_id} · {name}", leave=False, disable=not sys.stderr.isatty()
+                ):
                     rec = {"env_id": env_id, "policy": name, **run_episode(env, policy, index)}
                     out.write(json.dumps(rec) + "\n")
                     out.flush()
@@ -149,18 +164,31 @@ def summarize(done: dict[tuple[str, str], list[dict[str, Any]]], args: Args) -> 
             ends: dict[str, int] = defaultdict(int)
             for r in recs:
                 ends[r["end_reason"]] += 1
-            rows.append({"env_id": env_id, "policy": name, "n": acc.n, "accuracy": acc.to_dict(),
-                         "exact": exact.to_dict(), "reward": rew.to_dict(), "end_reasons": dict(ends)})
+            rows.append(
+                {
+                    "env_id": env_id,
+                    "policy": name,
+                    "n": acc.n,
+                    "accuracy": acc.to_dict(),
+                    "exact": exact.to_dict(),
+                    "reward": rew.to_dict(),
+                    "end_reasons": dict(ends),
+                }
+            )
     return {"split": args.split, "ci": "wald 95% (SPEC §8.2)", "rows": rows}
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
-    lines = ["| env | policy | N | accuracy % (±95 % CI) | exact % | mean reward ×100 |",
-             "|---|---|---|---|---|---|"]
+    lines = [
+        "| env | policy | N | accuracy % (±95 % CI) | exact % | mean reward ×100 |",
+        "|---|---|---|---|---|---|",
+    ]
     for r in summary["rows"]:
         a, e, w = r["accuracy"], r["exact"], r["reward"]
-        lines.append(f"| {r['env_id']} | {r['policy']} | {r['n']} | {a['mean']:.1f} ± {a['half_width']:.1f} "
-                     f"| {e['mean']:.1f} | {w['mean']:.1f} ± {w['half_width']:.1f} |")
+        lines.append(
+            f"| {r['env_id']} | {r['policy']} | {r['n']} | {a['mean']:.1f} ± {a['half_width']:.1f} "
+            f"| {e['mean']:.1f} | {w['mean']:.1f} ± {w['half_width']:.1f} |"
+        )
     return "\n".join(lines)
 
 

@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-FORBIDDEN_IN_ENV = {"vigorl_agents", "torch", "transformers", "vllm", "deepspeed", "benchmarks", "experiments"}
+FORBIDDEN_IN_ENV = {
+    "vigorl_agents",
+    "torch",
+    "transformers",
+    "vllm",
+    "deepspeed",
+    "benchmarks",
+    "experiments",
+}
 
 
 def _imports(path: Path) -> set[str]:

@@ -25,7 +25,9 @@ def options_in(question: str) -> list[str]:
     return _OPTION.findall(question)
 
 
-def guess_answer(question: str, answer_kind: str, size: tuple[int, int], rng: np.random.Generator) -> str:
+def guess_answer(
+    question: str, answer_kind: str, size: tuple[int, int], rng: np.random.Generator
+) -> str:
     """A uniformly random answer of the right kind."""
     w, h = size
     if answer_kind == "point_in_box":
@@ -33,8 +35,13 @@ def guess_answer(question: str, answer_kind: str, size: tuple[int, int], rng: np
     if answer_kind == "web_action":
         verb = _WEB_VERBS[int(rng.integers(0, len(_WEB_VERBS)))]
         elem = int(rng.integers(1, 1000))
-        return {"click": f"click [{elem}]", "type": f"type [{elem}] [search]", "scroll": "scroll [down]",
-                "go_back": "go_back", "stop": "stop []"}[verb]
+        return {
+            "click": f"click [{elem}]",
+            "type": f"type [{elem}] [search]",
+            "scroll": "scroll [down]",
+            "go_back": "go_back",
+            "stop": "stop []",
+        }[verb]
     opts = options_in(question)
     return opts[int(rng.integers(0, len(opts)))] if opts else "yes"
 
@@ -68,7 +75,11 @@ class FullViewGuess:
     def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
         self.turn += 1
         if "assistant_prefix" in info:  # forced final answer: continue after the prefix
-            return " " + guess_answer(self.question, self.answer_kind, self.size, self.rng) + " </answer>"
+            return (
+                " "
+                + guess_answer(self.question, self.answer_kind, self.size, self.rng)
+                + " </answer>"
+            )
         return self._answer()
 
 

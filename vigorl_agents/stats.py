@@ -64,4 +64,11 @@ def bootstrap(scores: Sequence[float], resamples: int = 10_000, seed: int = 0) -
     means = x[rng.integers(0, x.size, size=(resamples, x.size))].mean(axis=1)
     lo, hi = np.percentile(means, [2.5, 97.5])
     m = float(x.mean())
-    return Estimate(int(x.size), 100 * m, 100 * float(hi - lo) / 2, 100 * float(lo), 100 * float(hi), "bootstrap")
+    return Estimate(
+        int(x.size),
+        100 * m,
+        100 * float(hi - lo) / 2,
+        100 * float(lo),
+        100 * float(hi),
+        "bootstrap",
+    )

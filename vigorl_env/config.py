@@ -148,7 +148,9 @@ def build_config(
 
     weights = dict(DEFAULT_WEIGHTS[mode] if reward_weights is None else reward_weights)
     if set(weights) != {"accuracy", "format"}:
-        raise ValueError(f"reward_weights needs exactly the keys accuracy and format, got {sorted(weights)}")
+        raise ValueError(
+            f"reward_weights needs exactly the keys accuracy and format, got {sorted(weights)}"
+        )
     weights = {k: float(v) for k, v in weights.items()}
     if diversity_min_dist < 0:
         raise ValueError(f"diversity_min_dist must be >= 0, got {diversity_min_dist}")

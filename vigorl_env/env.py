@@ -34,7 +34,7 @@ from __future__ import annotations
 import importlib
 from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -88,7 +88,9 @@ def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = 
     if spec.procedural:
         module, cls = spec.source.split(":")
         factory = getattr(importlib.import_module(module), cls)
-        return factory(split=config.split or "train", dataset_seed=config.dataset_seed, size=config.size)
+        return factory(
+            split=config.split or "train", dataset_seed=config.dataset_seed, size=config.size
+        )
     from vigorl_env.data.upstream import load_benchmark
 
     return load_benchmark(
@@ -102,9 +104,11 @@ def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = 
 
 class GroundedReasoningEnv(gym.Env[dict, str]):
     __doc__ = __doc__
-    metadata = {"render_modes": ["rgb_array"], "render_fps": 1}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 1}
 
-    def __init__(self, benchmark: str, *, data_root: Any = None, render_mode: str | None = None, **kwargs):
+    def __init__(
+        self, benchmark: str, *, data_root: Any = None, render_mode: str | None = None, **kwargs
+    ):
         self.config = build_config(benchmark, **kwargs)
         if render_mode not in (None, "rgb_array"):
             raise ValueError(f"render_mode must be None or 'rgb_array', got {render_mode!r}")
@@ -118,7 +122,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         self.system_prompt = (
             self.config.system_prompt
             if self.config.system_prompt is not None
-            else self.family.system_prompt(self.config.mode, self.config.variant, self.config.prompt_newlines)
+            else self.family.system_prompt(
+                self.config.mode, self.config.variant, self.config.prompt_newlines
+            )
         )
         self.fingerprint = self.config.fingerprint()
         self.observation_space = gym.spaces.Dict({"image": VarImage(), "text": AnyText()})
@@ -147,12 +153,20 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         elif options.get("index") is not None:
             index = int(options["index"])
             if not 0 <= index < len(self.dataset):
-                raise IndexError(f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self.dataset)})")
+                raise IndexError(
+                    f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self.dataset)})"
+                )
         else:
             index = int(self.np_random.integers(0, len(self.dataset)))
         sample = self.dataset[index]
         frame_img, frame = self._frames.get_or(index, lambda: self._make_frame(sample))
-        ep = _Episode(sample=sample, index=index, frame_img=frame_img, frame=frame, gt=self._ground_truth(sample, frame))
+        ep = _Episode(
+            sample=sample,
+            index=index,
+            frame_img=frame_img,
+            frame=frame,
+            gt=self._ground_truth(sample, frame),
+        )
         self._episode = ep
         ep.last_image = np.array(frame_img)
         if self.config.mode == "multi_turn" and ep.num_images >= self.config.max_images:
@@ -194,7 +208,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
     def step(self, action: str | bytes):
         ep = self._episode
         if ep is None or ep.done:
-            raise ResetNeeded("step() called on a finished episode (or before reset); call reset() first")
+            raise ResetNeeded(
+                "step() called on a finished episode (or before reset); call reset() first"
+            )
         text = protocol.canonicalize_action(action)
         info: dict[str, Any] = {}
         if ep.pending_prefix and not text.startswith(protocol.FORCED_PREFIX):
@@ -205,7 +221,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         tool_call = protocol.find_tool_call(text)
         info["turn"] = turn
         info["tool_call"] = (
-            {"coordinate": list(tool_call.coordinate)} if tool_call is not None and tool_call.valid else None
+            {"coordinate": list(tool_call.coordinate)}
+            if tool_call is not None and tool_call.valid
+            else None
         )
 
         if self.config.mode == "single_turn":
@@ -248,13 +266,18 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
 
         def make() -> tuple[np.ndarray, CropInfo]:
             img, crop = crop_zoom(
-                ep.frame_img, point, offset=self.config.offset, crop_size=self.config.crop_size,
+                ep.frame_img,
+                point,
+                offset=self.config.offset,
+                crop_size=self.config.crop_size,
                 draw_dot=self.config.draw_dot,
             )
             return np.asarray(img), crop
 
         arr, crop = self._crops.get_or(key, make)
-        if crop.point != tuple(point):  # a cached crop of the same clamped point: keep this call's flag
+        if crop.point != tuple(
+            point
+        ):  # a cached crop of the same clamped point: keep this call's flag
             crop = CropInfo(point=crop.point, box=crop.box, clamped=crop.point != tuple(point))
         return arr, crop
 
@@ -272,13 +295,21 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         cfg = self.config
         if cfg.mode == "single_turn":
             comps = rewards.single_turn_reward(
-                transcript, ep.gt, variant=cfg.variant, weights=cfg.reward_weights,
-                accuracy_fn=cfg.accuracy_fn, answer_extraction=cfg.answer_extraction,
+                transcript,
+                ep.gt,
+                variant=cfg.variant,
+                weights=cfg.reward_weights,
+                accuracy_fn=cfg.accuracy_fn,
+                answer_extraction=cfg.answer_extraction,
             )
         else:
             comps = rewards.multi_turn_reward(
-                transcript, ep.gt, weights=cfg.reward_weights, diversity_bonus=cfg.diversity_bonus,
-                diversity_min_dist=cfg.diversity_min_dist, accuracy_fn=cfg.accuracy_fn,
+                transcript,
+                ep.gt,
+                weights=cfg.reward_weights,
+                diversity_bonus=cfg.diversity_bonus,
+                diversity_min_dist=cfg.diversity_min_dist,
+                accuracy_fn=cfg.accuracy_fn,
                 answer_extraction=cfg.answer_extraction,
             )
         info: dict[str, Any] = {
@@ -289,7 +320,8 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         }
         if ep.sample.objects:
             info["grounding"] = grounding_precision(
-                transcript, [(o.id, ep.frame.box_to_model(o.box)) for o in ep.sample.objects],
+                transcript,
+                [(o.id, ep.frame.box_to_model(o.box)) for o in ep.sample.objects],
                 ep.sample.target_ids,
             )
         return float(comps["overall"]), info
@@ -300,7 +332,8 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
             gt["box"] = list(ep.gt.box)
         if ep.sample.objects is not None:
             gt["objects"] = [
-                {**o.to_dict(), "box": list(ep.frame.box_to_model(o.box))} for o in ep.sample.objects
+                {**o.to_dict(), "box": list(ep.frame.box_to_model(o.box))}
+                for o in ep.sample.objects
             ]
             gt["target_ids"] = list(ep.sample.target_ids)
         if ep.sample.options is not None:
@@ -374,7 +407,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         for i, crop in enumerate(ep.crops):
             draw.rectangle(crop.box, outline=(255, 0, 0), width=3)
             x, y = crop.point
-            draw.ellipse((x - 6, y - 6, x + 6, y + 6), fill=(255, 0, 0), outline=(255, 255, 255), width=2)
+            draw.ellipse(
+                (x - 6, y - 6, x + 6, y + 6), fill=(255, 0, 0), outline=(255, 255, 255), width=2
+            )
             draw.text((crop.box[0] + 4, crop.box[1] + 2), str(i + 1), fill=(255, 0, 0))
         return np.array(img)
 

@@ -14,6 +14,10 @@ from typing import Any
 import gymnasium as gym
 
 
-def async_vector_env(num_envs: int = 1, *, benchmark: str, **kwargs: Any) -> gym.vector.AsyncVectorEnv:
+def async_vector_env(
+    num_envs: int = 1, *, benchmark: str, **kwargs: Any
+) -> gym.vector.AsyncVectorEnv:
     env_id = f"ViGoRL/{benchmark}-v0"
-    return gym.vector.AsyncVectorEnv([partial(gym.make, env_id, **kwargs)] * num_envs, shared_memory=False)
+    return gym.vector.AsyncVectorEnv(
+        [partial(gym.make, env_id, **kwargs)] * num_envs, shared_memory=False
+    )

@@ -49,9 +49,14 @@ def make_data_root(root: Path) -> None:
     d = root / "visual_search" / "vstar"
     d.mkdir(parents=True)
     SynthSearch(split="test")[0].image().resize((W0, H0), Image.BICUBIC).save(d / "bench.png")
-    rec = {"id": "bench-0", "image": "visual_search/vstar/bench.png",
-           "conversations": [{"from": "human", "value": "<image>What is the color of the star?\nA. red\nB. blue"},
-                             {"from": "gpt", "value": "red"}]}
+    rec = {
+        "id": "bench-0",
+        "image": "visual_search/vstar/bench.png",
+        "conversations": [
+            {"from": "human", "value": "<image>What is the color of the star?\nA. red\nB. blue"},
+            {"from": "gpt", "value": "red"},
+        ],
+    }
     (d / "vstarbench_test.jsonl").write_text(json.dumps(rec) + "\n")
 
 
@@ -78,11 +83,18 @@ def main(args: Args) -> dict:
     frame_img = env.unwrapped.episode.frame_img
     off = info["crop"]["offset"]
     c = info["crop"]["crop_size_effective"]
-    points = [(int(x), int(y)) for x, y in zip(rng.integers(0, w, args.steps), rng.integers(0, h, args.steps),
-                                               strict=True)]
-    actions = [f"<think>\nThe region around ({x}, {y}) may hold the target; zoom in.\n</think>\n"
-               + format_tool_call(x, y) for x, y in points]
-    boxes = [(max(0, x - off), max(0, y - off), min(w, x + off), min(h, y + off)) for x, y in points]
+    points = [
+        (int(x), int(y))
+        for x, y in zip(rng.integers(0, w, args.steps), rng.integers(0, h, args.steps), strict=True)
+    ]
+    actions = [
+        f"<think>\nThe region around ({x}, {y}) may hold the target; zoom in.\n</think>\n"
+        + format_tool_call(x, y)
+        for x, y in points
+    ]
+    boxes = [
+        (max(0, x - off), max(0, y - off), min(w, x + off), min(h, y + off)) for x, y in points
+    ]
 
     def env_block(lo: int, hi: int) -> float:
         t = time.perf_counter()
@@ -119,15 +131,20 @@ def main(args: Args) -> dict:
         "python": platform.python_version(),
         "pillow": Image.__version__,
     }
-    table = "\n".join([
-        "| measure | value |", "|---|---|",
-        *(f"| {k} | {v} |" for k, v in result.items()),
-    ])
+    table = "\n".join(
+        [
+            "| measure | value |",
+            "|---|---|",
+            *(f"| {k} | {v} |" for k, v in result.items()),
+        ]
+    )
     print(table)
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(f"# env_step benchmark\n\nCommand: `uv run python -m benchmarks.perf.env_step "
-                            f"--out {args.out}`\n\n{table}\n")
+        args.out.write_text(
+            f"# env_step benchmark\n\nCommand: `uv run python -m benchmarks.perf.env_step "
+            f"--out {args.out}`\n\n{table}\n"
+        )
         args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
     return result
 

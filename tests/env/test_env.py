@@ -20,10 +20,19 @@ SYNTH_IDS = list(vigorl_env.PROCEDURAL_IDS)
 REAL_IDS = list(vigorl_env.UPSTREAM_IDS)
 
 SPEC_IDS = [
-    "ViGoRL/SAT2-v0", "ViGoRL/BLINK-v0", "ViGoRL/RoboSpatial-v0", "ViGoRL/VStar-v0",
-    "ViGoRL/VisualSearchSA-v0", "ViGoRL/OSAtlas-v0", "ViGoRL/ScreenSpotV2-v0",
-    "ViGoRL/ScreenSpotPro-v0", "ViGoRL/VisualWebArena-v0", "ViGoRL/SynthSearch-v0",
-    "ViGoRL/SynthSpatial-v0", "ViGoRL/SynthGrounding-v0", "ViGoRL/SynthWebAction-v0",
+    "ViGoRL/SAT2-v0",
+    "ViGoRL/BLINK-v0",
+    "ViGoRL/RoboSpatial-v0",
+    "ViGoRL/VStar-v0",
+    "ViGoRL/VisualSearchSA-v0",
+    "ViGoRL/OSAtlas-v0",
+    "ViGoRL/ScreenSpotV2-v0",
+    "ViGoRL/ScreenSpotPro-v0",
+    "ViGoRL/VisualWebArena-v0",
+    "ViGoRL/SynthSearch-v0",
+    "ViGoRL/SynthSpatial-v0",
+    "ViGoRL/SynthGrounding-v0",
+    "ViGoRL/SynthWebAction-v0",
 ]
 
 
@@ -96,15 +105,31 @@ def test_invalid_make_kwargs_raise_value_error(kwargs):
 def test_reset_info_and_no_ground_truth_leak():
     env = gym.make("ViGoRL/SynthSearch-v0")
     obs, info = env.reset(seed=3)
-    assert set(info) == {"system_prompt", "sample_id", "index", "split", "mode", "frame",
-                         "max_turns", "max_images", "crop"}
+    assert set(info) == {
+        "system_prompt",
+        "sample_id",
+        "index",
+        "split",
+        "mode",
+        "frame",
+        "max_turns",
+        "max_images",
+        "crop",
+    }
     assert info["mode"] == "multi_turn" and info["split"] == "train"
-    assert info["crop"] == {"offset": 182, "crop_size": 672, "crop_size_effective": 672, "draw_dot": False}
+    assert info["crop"] == {
+        "offset": 182,
+        "crop_size": 672,
+        "crop_size_effective": 672,
+        "draw_dot": False,
+    }
     w, h = info["frame"]["model_size"]
     assert obs["image"].shape == (h, w, 3) and w % 28 == 0 and h % 28 == 0
     assert w * h <= 2_850_000
     assert obs["text"].count("<image>") == 1
-    assert info["system_prompt"].startswith("You are a helpful assistant tasked with answering a question")
+    assert info["system_prompt"].startswith(
+        "You are a helpful assistant tasked with answering a question"
+    )
     sample = env.unwrapped.episode.sample
     assert info["sample_id"] == sample.sample_id == f"SynthSearch-train-0-{info['index']}"
     # nothing in info names the answer or the objects
@@ -121,10 +146,21 @@ def test_defaults_follow_spec_table():
     }
     for env_id, (mode, off, crop, dot, side, maxp) in cases.items():
         cfg = gym.make(env_id).unwrapped.config
-        assert (cfg.mode, cfg.offset, cfg.crop_size, cfg.draw_dot, cfg.max_side, cfg.max_pixels) == (
-            mode, off, crop, dot, side, maxp)
+        assert (
+            cfg.mode,
+            cfg.offset,
+            cfg.crop_size,
+            cfg.draw_dot,
+            cfg.max_side,
+            cfg.max_pixels,
+        ) == (mode, off, crop, dot, side, maxp)
     wide = gym.make("ViGoRL/SynthGrounding-v0", crop_preset="wide").unwrapped.config
-    assert (wide.offset, wide.crop_size, wide.crop_size_effective, wide.draw_dot) == (100, 512, 504, True)
+    assert (wide.offset, wide.crop_size, wide.crop_size_effective, wide.draw_dot) == (
+        100,
+        512,
+        504,
+        True,
+    )
     assert gym.make("ViGoRL/SynthSpatial-v0", max_side=None).unwrapped.config.max_side is None
 
 
@@ -140,8 +176,11 @@ def test_multi_turn_episode_crops_forced_prefix_and_reward():
         assert obs["text"] == protocol.OBSERVATION_TEXT_NO_DOT
         assert info["turn"] == i and info["num_images"] == i + 1
         assert info["tool_call"] == {"coordinate": [x, y]}
-        assert info["crop"] == {"point": [x, y], "box": [max(0, x - 182), max(0, y - 182),
-                                                         min(w, x + 182), min(h, y + 182)], "clamped": False}
+        assert info["crop"] == {
+            "point": [x, y],
+            "box": [max(0, x - 182), max(0, y - 182), min(w, x + 182), min(h, y + 182)],
+            "clamped": False,
+        }
     assert info["assistant_prefix"] == protocol.FORCED_PREFIX
     answer = env.unwrapped.episode.sample.answer
     obs, r, term, trunc, info = env.step(f" {answer} </answer><|im_end|>")
@@ -205,7 +244,9 @@ def test_single_turn_grounding_reward_in_model_frame():
     sx, sy = info["frame"]["scale"]
     x1, y1, x2, y2 = sample.gt_box
     cx, cy = round((x1 + x2) / 2 * sx), round((y1 + y2) / 2 * sy)
-    obs, r, term, trunc, info = env.step(f"<think>The target ({cx}, {cy}).</think>\n<answer> ({cx}, {cy}) </answer>")
+    obs, r, term, trunc, info = env.step(
+        f"<think>The target ({cx}, {cy}).</think>\n<answer> ({cx}, {cy}) </answer>"
+    )
     assert (r, term, trunc, info["end_reason"]) == (1.0, True, False, "answer")
     assert info["ground_truth"]["box"] == pytest.approx([x1 * sx, y1 * sy, x2 * sx, y2 * sy])
     assert info["grounding"]["on_target"] == 1.0
@@ -323,7 +364,11 @@ def test_render_rgb_array():
 
 @pytest.mark.parametrize(
     "how",
-    [{"vectorization_mode": "async", "vector_kwargs": {"shared_memory": False}}, {}, {"vectorization_mode": "sync"}],
+    [
+        {"vectorization_mode": "async", "vector_kwargs": {"shared_memory": False}},
+        {},
+        {"vectorization_mode": "sync"},
+    ],
 )
 def test_vector_envs(how):
     envs = gym.make_vec("ViGoRL/SynthSpatial-v0", num_envs=2, **how)
@@ -332,7 +377,9 @@ def test_vector_envs(how):
     try:
         obs, info = envs.reset(seed=[1, 2])
         assert len(obs["image"]) == 2 and obs["image"][0].ndim == 3
-        obs, r, term, trunc, info = envs.step(["<think>(1, 2)</think><answer>x</answer>", "nothing"])
+        obs, r, term, trunc, info = envs.step(
+            ["<think>(1, 2)</think><answer>x</answer>", "nothing"]
+        )
         assert term.tolist() == [True, True]
         assert r.shape == (2,)
     finally:
@@ -342,12 +389,38 @@ def test_vector_envs(how):
 HOSTILE = st.one_of(
     st.text(max_size=300),
     st.lists(
-        st.sampled_from([
-            "<think>", "</think>", "<answer>", "</answer>", "<tool_call>", "</tool_call>", "<ANSWER>",
-            "<observation>", "</observation>", '{"name": "search_coordinate", "arguments": {"coordinate": [',
-            "]}}", "12", "-5", "99999999", ", ", "(", ")", "\n", "<|im_end|>", protocol.FORCED_PREFIX,
-            "\x00", "\ud800", "left", "red", "K", "1e9", "true", "null",
-        ]),
+        st.sampled_from(
+            [
+                "<think>",
+                "</think>",
+                "<answer>",
+                "</answer>",
+                "<tool_call>",
+                "</tool_call>",
+                "<ANSWER>",
+                "<observation>",
+                "</observation>",
+                '{"name": "search_coordinate", "arguments": {"coordinate": [',
+                "]}}",
+                "12",
+                "-5",
+                "99999999",
+                ", ",
+                "(",
+                ")",
+                "\n",
+                "<|im_end|>",
+                protocol.FORCED_PREFIX,
+                "\x00",
+                "\ud800",
+                "left",
+                "red",
+                "K",
+                "1e9",
+                "true",
+                "null",
+            ]
+        ),
         max_size=40,
     ).map("".join),
 )
@@ -356,7 +429,10 @@ HOSTILE = st.one_of(
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(actions=st.lists(HOSTILE, min_size=1, max_size=6))
 def test_fuzz_step_never_raises(actions):
-    for env_id, top in (("ViGoRL/SynthSearch-v0", 0.6 + 0.4 * 1.6), ("ViGoRL/SynthWebAction-v0", 1.0)):
+    for env_id, top in (
+        ("ViGoRL/SynthSearch-v0", 0.6 + 0.4 * 1.6),
+        ("ViGoRL/SynthWebAction-v0", 1.0),
+    ):
         env = _FUZZ_ENVS[env_id]
         env.reset(seed=0)
         for a in actions:

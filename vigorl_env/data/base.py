@@ -28,8 +28,12 @@ class SceneObject:
     box: tuple[float, float, float, float]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"id": self.id, "category": self.category, "attributes": dict(self.attributes),
-                "box": list(self.box)}
+        return {
+            "id": self.id,
+            "category": self.category,
+            "attributes": dict(self.attributes),
+            "box": list(self.box),
+        }
 
 
 @dataclass(frozen=True)
@@ -55,7 +59,11 @@ class Sample:
     def point_hits(self, point: tuple[float, float]) -> list[str]:
         """Ids of objects whose (original-frame) box contains `point`, inclusive on all sides."""
         x, y = point
-        return [o.id for o in self.objects or () if o.box[0] <= x <= o.box[2] and o.box[1] <= y <= o.box[3]]
+        return [
+            o.id
+            for o in self.objects or ()
+            if o.box[0] <= x <= o.box[2] and o.box[1] <= y <= o.box[3]
+        ]
 
 
 @runtime_checkable

@@ -10,7 +10,9 @@ from vigorl_env.tasks.visual_search import VISUAL_SEARCH
 from vigorl_env.tasks.web_action import WEB_ACTION
 from vigorl_env.tasks.web_grounding import WEB_GROUNDING
 
-FAMILIES: dict[str, TaskFamily] = {f.name: f for f in (SPATIAL, VISUAL_SEARCH, WEB_GROUNDING, WEB_ACTION)}
+FAMILIES: dict[str, TaskFamily] = {
+    f.name: f for f in (SPATIAL, VISUAL_SEARCH, WEB_GROUNDING, WEB_ACTION)
+}
 
 _M = 12_960_000
 BENCHMARKS: dict[str, BenchmarkSpec] = {
@@ -19,20 +21,52 @@ BENCHMARKS: dict[str, BenchmarkSpec] = {
         BenchmarkSpec("SAT2", SPATIAL, "single_turn", 3136, _M, 1260, "upstream"),
         BenchmarkSpec("BLINK", SPATIAL, "single_turn", 3136, _M, 1260, "upstream"),
         BenchmarkSpec("RoboSpatial", SPATIAL, "single_turn", 3136, _M, 1260, "upstream"),
-        BenchmarkSpec("SynthSpatial", SPATIAL, "single_turn", 3136, _M, 1260,
-                      "vigorl_env.data.synth.spatial:SynthSpatial"),
+        BenchmarkSpec(
+            "SynthSpatial",
+            SPATIAL,
+            "single_turn",
+            3136,
+            _M,
+            1260,
+            "vigorl_env.data.synth.spatial:SynthSpatial",
+        ),
         BenchmarkSpec("VStar", VISUAL_SEARCH, "multi_turn", 3136, _M, None, "upstream"),
-        BenchmarkSpec("VisualSearchSA", VISUAL_SEARCH, "multi_turn", 3136, 2_850_000, None, "upstream"),
-        BenchmarkSpec("SynthSearch", VISUAL_SEARCH, "multi_turn", 3136, 2_850_000, None,
-                      "vigorl_env.data.synth.search:SynthSearch"),
+        BenchmarkSpec(
+            "VisualSearchSA", VISUAL_SEARCH, "multi_turn", 3136, 2_850_000, None, "upstream"
+        ),
+        BenchmarkSpec(
+            "SynthSearch",
+            VISUAL_SEARCH,
+            "multi_turn",
+            3136,
+            2_850_000,
+            None,
+            "vigorl_env.data.synth.search:SynthSearch",
+        ),
         BenchmarkSpec("OSAtlas", WEB_GROUNDING, "single_turn", 3136, 4_194_304, None, "upstream"),
-        BenchmarkSpec("SynthGrounding", WEB_GROUNDING, "single_turn", 3136, 4_194_304, None,
-                      "vigorl_env.data.synth.grounding:SynthGrounding"),
+        BenchmarkSpec(
+            "SynthGrounding",
+            WEB_GROUNDING,
+            "single_turn",
+            3136,
+            4_194_304,
+            None,
+            "vigorl_env.data.synth.grounding:SynthGrounding",
+        ),
         BenchmarkSpec("ScreenSpotV2", WEB_GROUNDING, "single_turn", 3136, _M, None, "upstream"),
         BenchmarkSpec("ScreenSpotPro", WEB_GROUNDING, "single_turn", 3136, _M, None, "upstream"),
-        BenchmarkSpec("VisualWebArena", WEB_ACTION, "single_turn", 3136, 4_194_304, None, "upstream"),
-        BenchmarkSpec("SynthWebAction", WEB_ACTION, "single_turn", 3136, 4_194_304, None,
-                      "vigorl_env.data.synth.webaction:SynthWebAction"),
+        BenchmarkSpec(
+            "VisualWebArena", WEB_ACTION, "single_turn", 3136, 4_194_304, None, "upstream"
+        ),
+        BenchmarkSpec(
+            "SynthWebAction",
+            WEB_ACTION,
+            "single_turn",
+            3136,
+            4_194_304,
+            None,
+            "vigorl_env.data.synth.webaction:SynthWebAction",
+        ),
     )
 }
 

@@ -4,11 +4,11 @@ benchmark (frame defaults and where its samples come from)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from functools import lru_cache
+from functools import cache
 from importlib import resources
 
 
-@lru_cache(maxsize=None)
+@cache
 def load_prompt(name: str, newlines: str = "normalized") -> str:
     """A shipped prompt text (SPEC §4.6, PROMPTS.md) by file stem.
 

@@ -31,7 +31,9 @@ def font(size: int, bold: bool = False) -> ImageFont.FreeTypeFont:
 
 def sample_rng(dataset_seed: int, split: str, index: int) -> np.random.Generator:
     """RNG = Generator(PCG64(SeedSequence([dataset_seed, split_code, index])))."""
-    return np.random.Generator(np.random.PCG64(np.random.SeedSequence([dataset_seed, SPLIT_CODES[split], index])))
+    return np.random.Generator(
+        np.random.PCG64(np.random.SeedSequence([dataset_seed, SPLIT_CODES[split], index]))
+    )
 
 
 class SynthDataset:
@@ -41,7 +43,9 @@ class SynthDataset:
 
     def __init__(self, split: str = "train", dataset_seed: int = 0, size: int | None = None):
         if split not in SPLIT_CODES:
-            raise ValueError(f"{self.name}: unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}")
+            raise ValueError(
+                f"{self.name}: unknown split {split!r}; expected one of {sorted(SPLIT_CODES)}"
+            )
         if size is not None and not (1 <= int(size) <= UNLIMITED):
             raise ValueError(f"{self.name}: size must be in [1, 2^31] or None, got {size!r}")
         if int(dataset_seed) < 0:
@@ -64,7 +68,9 @@ class SynthDataset:
     def index_of(self, sample_id: str) -> int:
         m = self._id_re.match(sample_id)
         if m is None or int(m.group(1)) >= len(self):
-            raise KeyError(f"{self.name}[{self.split}, seed {self.dataset_seed}]: no sample {sample_id!r}")
+            raise KeyError(
+                f"{self.name}[{self.split}, seed {self.dataset_seed}]: no sample {sample_id!r}"
+            )
         return int(m.group(1))
 
     def _generate(self, rng: np.random.Generator, sample_id: str, index: int) -> Sample:
