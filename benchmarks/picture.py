@@ -46,7 +46,13 @@ def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
     kw = dict(args.make_kwargs)
     eps = [record_episode(e, index, args.seed, {"split": args.split, **kw}) for e in args.envs]
     ncols = 1 + max(1, max(len(e["crops"]) for e in eps))
-    fig, axes = plt.subplots(len(eps), ncols, figsize=(4.2 * ncols, 4.6 * len(eps)), squeeze=False)
+    fig, axes = plt.subplots(
+        len(eps),
+        ncols,
+        figsize=(3.6 * (ncols + 1), 4.4 * len(eps)),
+        squeeze=False,
+        gridspec_kw={"width_ratios": [2] + [1] * (ncols - 1)},
+    )
     for row, ep in zip(axes, eps, strict=True):
         for ax in row:
             ax.axis("off")

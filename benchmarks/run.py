@@ -24,6 +24,7 @@ import tyro
 from tqdm import tqdm
 
 import vigorl_env
+from benchmarks.machine import machine_name
 from vigorl_agents.baselines import BASELINES
 from vigorl_agents.stats import wald
 
@@ -175,7 +176,12 @@ def summarize(done: dict[tuple[str, str], list[dict[str, Any]]], args: Args) -> 
                     "end_reasons": dict(ends),
                 }
             )
-    return {"split": args.split, "ci": "wald 95% (SPEC §8.2)", "rows": rows}
+    return {
+        "split": args.split,
+        "ci": "wald 95% (SPEC §8.2)",
+        "machine": machine_name(),
+        "rows": rows,
+    }
 
 
 def markdown_table(summary: dict[str, Any]) -> str:
@@ -189,6 +195,7 @@ def markdown_table(summary: dict[str, Any]) -> str:
             f"| {r['env_id']} | {r['policy']} | {r['n']} | {a['mean']:.1f} ± {a['half_width']:.1f} "
             f"| {e['mean']:.1f} | {w['mean']:.1f} ± {w['half_width']:.1f} |"
         )
+    lines.append(f"\nsplit {summary['split']}, CI {summary['ci']}, machine: {summary['machine']}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,6 @@ and the ratio of medians is reported (target ≤ 1.10).
 from __future__ import annotations
 
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -27,6 +26,7 @@ import tyro
 from PIL import Image
 
 import vigorl_env  # noqa: F401  (registers the ids)
+from benchmarks.machine import machine_name
 from vigorl_env.data.synth.search import SynthSearch
 from vigorl_env.protocol import format_tool_call
 
@@ -58,19 +58,6 @@ def make_data_root(root: Path) -> None:
         ],
     }
     (d / "vstarbench_test.jsonl").write_text(json.dumps(rec) + "\n")
-
-
-def machine_name() -> str:
-    """CPU model and core count (the result tables name the machine they ran on)."""
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{model}, {os.cpu_count()} cores, {platform.system()}"
 
 
 def main(args: Args) -> dict:
