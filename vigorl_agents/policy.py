@@ -1,0 +1,117 @@
+"""The Policy protocol: given episodes' histories, return the next assistant turn (SPEC §4, §8.1).
+
+Batch-first and async, so one rollout loop can keep many episodes in flight over any backend (vLLM
+OpenAI server, in-process vLLM engine, transformers). Backends differ in what they can return
+(token ids and logprobs where available) but never in what the text means.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from typing import Literal, Protocol, runtime_checkable
+
+import numpy as np
+from PIL import Image
+
+from vigorl_env.protocol import STOP_STRINGS
+
+ImageLike = Image.Image | np.ndarray
+IMAGE_TOKEN = "<image>"
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    """Decoding settings of one request (defaults: SPEC §8.1 evaluation decoding)."""
+
+    n: int = 1
+    temperature: float = 0.5
+    top_p: float = 1.0
+    top_k: int = -1
+    max_tokens: int = 2048
+    stop: tuple[str, ...] = STOP_STRINGS
+    seed: int | None = 42
+    logprobs: bool = False
+
+    def __post_init__(self) -> None:
+        if self.n < 1:
+            raise ValueError(f"n must be >= 1, got {self.n}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if not 0 < self.top_p <= 1:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.max_tokens < 1:
+            raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
+        if self.n > 1 and self.temperature == 0:
+            raise ValueError("n > 1 with temperature 0 gives n identical samples; use temperature > 0")
+
+    def with_(self, **changes) -> SamplingParams:
+        return replace(self, **changes)
+
+
+@dataclass
+class Message:
+    """One chat message. `text` holds one `<image>` marker per entry of `images`, in order."""
+
+    role: Literal["system", "user", "assistant"]
+    text: str
+    images: list[ImageLike] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if self.text.count(IMAGE_TOKEN) != len(self.images):
+            raise ValueError(
+                f"{self.role} message has {self.text.count(IMAGE_TOKEN)} <image> markers but "
+                f"{len(self.images)} images"
+            )
+
+    def parts(self) -> list[str | ImageLike]:
+        """Text and images interleaved in the order the model sees them (SPEC §4.5)."""
+        out: list[str | ImageLike] = []
+        chunks = self.text.split(IMAGE_TOKEN)
+        for i, chunk in enumerate(chunks):
+            if chunk:
+                out.append(chunk)
+            if i < len(self.images):
+                out.append(self.images[i])
+        return out
+
+
+@dataclass
+class Conversation:
+    """An episode's history as the model sees it; `assistant_prefix` is continued in the same turn."""
+
+    messages: list[Message]
+    assistant_prefix: str | None = None
+
+    @property
+    def images(self) -> list[ImageLike]:
+        return [img for m in self.messages for img in m.images]
+
+
+@dataclass(frozen=True)
+class Completion:
+    """One sampled assistant turn.
+
+    `text` excludes the assistant prefix and special tokens; a matched stop string is kept
+    (SPEC §4.4). `finish_reason` is "stop" (a stop string or EOS) or "length" (the token cap).
+    """
+
+    text: str
+    finish_reason: str
+    stop_reason: str | None = None
+    token_ids: tuple[int, ...] | None = None
+    logprobs: tuple[float, ...] | None = None
+    prompt_tokens: int | None = None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """Anything that turns conversations into next assistant turns."""
+
+    async def generate(
+        self, conversations: Sequence[Conversation], params: SamplingParams
+    ) -> list[list[Completion]]:
+        """One list of `params.n` completions per conversation, in input order."""
+        ...
+
+    async def aclose(self) -> None: ...
