@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -12,33 +13,51 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+import vigorl_env
 from vigorl_agents.baselines import RandomZoom
+from vigorl_agents.policy import SamplingParams
+from vigorl_agents.rollout import Batcher, EpisodeSpec, run_episode
+from vigorl_env.geometry import crop_zoom
 
 
 def record_episode(
     env_id: str, index: int, seed: int, make_kwargs: dict[str, Any]
 ) -> dict[str, Any]:
+    """One random-zoom episode through the project's rollout loop, with its crops kept."""
     env = gym.make(env_id, mode="multi_turn", render_mode="rgb_array", **make_kwargs)
-    policy = RandomZoom(seed=seed)
+    bench = gym.spec(env_id).kwargs["benchmark"]
+    policy = RandomZoom(answer_kind=vigorl_env.tasks.BENCHMARKS[bench].family.answer_kind)
     obs, info = env.reset(options={"index": index})
     question = obs["text"]
-    policy.begin(obs, info, env.unwrapped.answer_kind)
+
+    async def play():
+        batcher = Batcher(policy)
+        try:
+            return await run_episode(env, batcher, EpisodeSpec(index), SamplingParams(seed=seed))
+        finally:
+            await batcher.aclose()
+
+    traj = asyncio.run(play())
     crops = []
-    while True:
-        obs, reward, term, trunc, info = env.step(policy.act(obs, info))
-        if "crop" in info:
-            crops.append((obs["image"], info["crop"]))
-        if term or trunc:
-            break
+    for turn in traj.turns:
+        if turn.crop is not None:
+            img, _ = crop_zoom(
+                env.unwrapped.episode.frame_img,
+                tuple(turn.crop["point"]),
+                offset=env.unwrapped.config.offset,
+                crop_size=env.unwrapped.config.crop_size,
+                draw_dot=env.unwrapped.config.draw_dot,
+            )
+            crops.append((img, turn.crop))
     return {
         "env_id": env_id,
         "frame": env.render(),
         "crops": crops,
         "question": question,
-        "transcript": info["transcript"],
-        "gt": info["ground_truth"]["answer"],
-        "reward": reward,
-        "accuracy": info["reward_components"]["accuracy"],
+        "transcript": traj.transcript,
+        "gt": traj.ground_truth["answer"],
+        "reward": traj.reward,
+        "accuracy": traj.score,
     }
 
 

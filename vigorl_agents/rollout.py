@@ -1,0 +1,298 @@
+"""The one episode loop of the project: many episodes in flight over any Policy (SPEC §4, §5).
+
+Each episode is an asyncio task that owns one env; its model calls go through a `Batcher` that
+groups the requests of all in-flight episodes into batched `Policy.generate` calls, so a vLLM server
+sees many concurrent requests and an HF/engine backend sees full batches. Trajectories reference
+images (sample id + crop boxes) instead of holding pixels, and record per turn which text and tokens
+the model generated (the forced prefix is not generated: SPEC §4.4, §11.7).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+from PIL import Image
+
+import vigorl_env  # noqa: F401  (registers the env ids)
+from vigorl_agents.policy import Completion, Conversation, Message, Policy, SamplingParams
+
+log = logging.getLogger(__name__)
+
+
+# ---------------------------------------------------------------------------------------------
+# Conversations from env observations (SPEC §4.5)
+# ---------------------------------------------------------------------------------------------
+def _pil(image: Any) -> Image.Image:
+    return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
+
+
+def start_conversation(obs: dict[str, Any], info: dict[str, Any]) -> Conversation:
+    """System prompt + the question with the model-frame image."""
+    conv = Conversation(
+        messages=[
+            Message("system", info["system_prompt"]),
+            Message("user", obs["text"], [_pil(obs["image"])]),
+        ]
+    )
+    conv.assistant_prefix = info.get("assistant_prefix")
+    return conv
+
+
+def continue_conversation(
+    conv: Conversation, action: str, obs: dict[str, Any] | None, info: dict[str, Any]
+) -> None:
+    """Append the assistant turn and, if the episode goes on, the observation turn."""
+    conv.messages.append(Message("assistant", action))
+    conv.assistant_prefix = None
+    if obs is not None:
+        conv.messages.append(Message("user", obs["text"], [_pil(obs["image"])]))
+        conv.assistant_prefix = info.get("assistant_prefix")
+
+
+# ---------------------------------------------------------------------------------------------
+# Records
+# ---------------------------------------------------------------------------------------------
+@dataclass
+class TurnRecord:
+    """One assistant turn: the forced prefix (not generated) and what the model generated."""
+
+    prefix: str
+    text: str
+    finish_reason: str
+    stop_reason: str | None = None
+    token_ids: list[int] | None = None
+    logprobs: list[float] | None = None
+    prompt_tokens: int | None = None
+    crop: dict[str, Any] | None = None
+
+
+@dataclass
+class Trajectory:
+    """An episode as training and evaluation data; images by reference (sample id + crop boxes)."""
+
+    env_id: str
+    sample_id: str
+    index: int
+    split: str
+    episode: int
+    config_fingerprint: str
+    frame: dict[str, Any]
+    turns: list[TurnRecord] = field(default_factory=list)
+    transcript: str = ""
+    reward: float = 0.0
+    components: dict[str, Any] = field(default_factory=dict)
+    end_reason: str = ""
+    ground_truth: dict[str, Any] = field(default_factory=dict)
+    grounding: dict[str, Any] | None = None
+
+    @property
+    def score(self) -> float:
+        """Per-sample evaluation score = the episode's accuracy (SPEC §8.1)."""
+        return float(self.components.get("accuracy", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching the requests of in-flight episodes
+# ---------------------------------------------------------------------------------------------
+class Batcher:
+    """Collects single-conversation requests from many episodes into batched policy calls.
+
+    Requests equal in everything but their seed share a batch; a batch leaves once the first
+    request has waited `linger` seconds for others to join (or it is full), so latency stays low
+    while batches fill.
+    """
+
+    def __init__(self, policy: Policy, max_batch: int = 64, linger: float = 0.002):
+        self.policy = policy
+        self.max_batch = max_batch
+        self.linger = linger
+        self._queue: asyncio.Queue[tuple[Conversation, SamplingParams, asyncio.Future]] = (
+            asyncio.Queue()
+        )
+        self._worker: asyncio.Task | None = None
+        self._tasks: set[asyncio.Task] = set()
+
+    async def generate(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
+        if self._worker is None:
+            self._worker = asyncio.create_task(self._run())
+        fut: asyncio.Future = asyncio.get_running_loop().create_future()
+        await self._queue.put((conv, params, fut))
+        return await fut
+
+    async def _run(self) -> None:
+        while True:
+            items = [await self._queue.get()]
+            # let the other in-flight episodes add their requests, then drain without waiting
+            # (no wait_for(queue.get()): a timeout racing a put can drop a request)
+            await asyncio.sleep(self.linger)
+            while len(items) < self.max_batch and not self._queue.empty():
+                items.append(self._queue.get_nowait())
+            # group by everything but the seed: each request keeps its own seed
+            groups: dict[
+                SamplingParams, list[tuple[Conversation, SamplingParams, asyncio.Future]]
+            ] = {}
+            for conv, params, fut in items:
+                groups.setdefault(params.with_(seed=None), []).append((conv, params, fut))
+            for group in groups.values():
+                task = asyncio.create_task(self._dispatch(group))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+
+    async def _dispatch(
+        self, group: list[tuple[Conversation, SamplingParams, asyncio.Future]]
+    ) -> None:
+        try:
+            results = await self.policy.generate([c for c, _, _ in group], [p for _, p, _ in group])
+        except Exception as e:  # delivered to every waiting episode
+            for _, _, fut in group:
+                if not fut.done():
+                    fut.set_exception(e)
+            return
+        for (_, _, fut), res in zip(group, results, strict=True):
+            if not fut.done():
+                fut.set_result(res)
+
+    async def aclose(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            await asyncio.gather(self._worker, return_exceptions=True)
+            self._worker = None
+
+
+# ---------------------------------------------------------------------------------------------
+# Episodes
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class EpisodeSpec:
+    """Which episode to run: sample `index` of the env's split, repetition `episode` (for avg@k/GRPO)."""
+
+    index: int
+    episode: int = 0
+
+
+def request_seed(base: int | None, sample_id: str, episode: int, turn: int) -> int | None:
+    """Per-request seed from (base, sample, episode, turn): deterministic whatever the scheduling
+    (SPEC §13.27: never one fixed seed for every request)."""
+    if base is None:
+        return None
+    h = hashlib.sha256(f"{base}:{sample_id}:{episode}:{turn}".encode()).digest()
+    return int.from_bytes(h[:4], "little") & 0x7FFFFFFF
+
+
+async def run_episode(
+    env: gym.Env,
+    batcher: Batcher,
+    spec: EpisodeSpec,
+    params: SamplingParams,
+    forced_params: SamplingParams | None = None,
+) -> Trajectory:
+    """Play one episode: reset to `spec.index`, ask the policy for each turn, step the env."""
+    uw = env.unwrapped
+    obs, info = env.reset(options={"index": spec.index})
+    traj = Trajectory(
+        env_id=uw.env_id,
+        sample_id=info["sample_id"],
+        index=spec.index,
+        split=info["split"],
+        episode=spec.episode,
+        config_fingerprint=uw.fingerprint,
+        frame=info["frame"],
+    )
+    conv = start_conversation(obs, info)
+    forced = forced_params or params.with_(temperature=0.0, n=1)
+    turn = 0
+    while True:
+        prefix = conv.assistant_prefix or ""
+        p = forced if prefix else params
+        p = p.with_(n=1, seed=request_seed(p.seed, traj.sample_id, spec.episode, turn))
+        (completion,) = await batcher.generate(conv, p)
+        action = prefix + completion.text
+        obs, reward, terminated, truncated, info = env.step(action)
+        traj.turns.append(
+            TurnRecord(
+                prefix=prefix,
+                text=completion.text,
+                finish_reason=completion.finish_reason,
+                stop_reason=completion.stop_reason,
+                token_ids=list(completion.token_ids) if completion.token_ids is not None else None,
+                logprobs=list(completion.logprobs) if completion.logprobs is not None else None,
+                prompt_tokens=completion.prompt_tokens,
+                crop=info.get("crop"),
+            )
+        )
+        turn += 1
+        done = terminated or truncated
+        continue_conversation(conv, action, None if done else obs, info)
+        if done:
+            traj.transcript = info["transcript"]
+            traj.reward = float(reward)
+            traj.components = dict(info["reward_components"])
+            traj.end_reason = info["end_reason"]
+            traj.ground_truth = info["ground_truth"]
+            traj.grounding = info.get("grounding")
+            return traj
+
+
+async def run_episodes(
+    make_env: Callable[[], gym.Env],
+    policy: Policy,
+    specs: Iterable[EpisodeSpec],
+    params: SamplingParams,
+    *,
+    max_in_flight: int = 32,
+    max_batch: int = 64,
+    forced_params: SamplingParams | None = None,
+    on_done: Callable[[Trajectory], None] | None = None,
+) -> list[Trajectory]:
+    """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
+
+    `on_done` is called as each episode finishes (e.g. to append it to a JSONL file), so an
+    interrupted run keeps everything finished so far.
+    """
+    specs = list(specs)
+    batcher = Batcher(policy, max_batch=max_batch)
+    pool: asyncio.Queue[gym.Env] = asyncio.Queue()
+    for _ in range(min(max_in_flight, max(1, len(specs)))):
+        pool.put_nowait(make_env())
+    results: list[Trajectory | None] = [None] * len(specs)
+
+    async def one(i: int, spec: EpisodeSpec) -> None:
+        env = await pool.get()
+        try:
+            traj = await run_episode(env, batcher, spec, params, forced_params)
+        finally:
+            pool.put_nowait(env)
+        results[i] = traj
+        if on_done is not None:
+            on_done(traj)
+
+    try:
+        await asyncio.gather(*(one(i, s) for i, s in enumerate(specs)))
+    finally:
+        await batcher.aclose()
+        while not pool.empty():
+            pool.get_nowait().close()
+    return [r for r in results if r is not None]
+
+
+def make_env_factory(env_id: str, **kwargs: Any) -> Callable[[], gym.Env]:
+    """A picklable-enough factory for `run_episodes`."""
+
+    def make() -> gym.Env:
+        return gym.make(env_id, **kwargs)
+
+    return make
+
+
+def env_ids_of(trajs: Sequence[Trajectory]) -> list[str]:
+    return sorted({t.env_id for t in trajs})
