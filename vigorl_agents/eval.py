@@ -47,7 +47,7 @@ class EvalConfig:
     seed: int = 42
     greedy: bool = False
     """Temperature 0 (then k must be 1)."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: dict[str, int | float | bool | str] = field(default_factory=dict)
     """Extra make kwargs for every env (mode, accuracy_fn="lenient_upstream", data_root, frame bounds…)."""
     max_in_flight: int = 32
     """Episodes in flight at once."""

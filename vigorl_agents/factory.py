@@ -1,0 +1,108 @@
+"""Build a Policy from a backend name and a model (name or folder): one place for experiments,
+benchmarks and the demo. Heavy libraries load only for the backend asked for."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from vigorl_agents.policy import Policy
+
+log = logging.getLogger(__name__)
+
+BackendName = Literal["hf", "vllm-server", "vllm-engine"]
+
+
+@dataclass(frozen=True)
+class PolicyConfig:
+    """Which model answers, through which backend."""
+
+    backend: BackendName = "hf"
+    """hf (transformers generate), vllm-server (OpenAI client; launches a local server unless
+    endpoints are given) or vllm-engine (in-process vllm.LLM)."""
+    model: str = "tiny-qwen2.5-vl"
+    """A folder, a hub id (gsarch/ViGoRL-3b-Spatial, Qwen/Qwen2.5-VL-3B-Instruct) or tiny-qwen2.5-vl / tiny-qwen2-vl."""
+    endpoints: tuple[str, ...] = ()
+    """vllm-server: base URLs (http://host:port/v1) of running servers; empty = launch one here."""
+    served_model_name: str | None = None
+    """vllm-server: the model name the servers know (default: the launched one, or `model`)."""
+    device: str | None = None
+    """hf: cuda/cpu (default: cuda when available)."""
+    dtype: str | None = None
+    """hf / vLLM dtype (default: bf16 on GPU, fp32 on CPU)."""
+    max_batch_size: int = 8
+    """hf: rows per generate call."""
+    min_pixels: int | None = None
+    """Processor bounds; must admit the env's model frames unchanged (SPEC §3.1): min ≤ env min_pixels."""
+    max_pixels: int | None = None
+    """max ≥ env max_pixels and ≥ crop area. Default: the model's own processor setting."""
+    max_model_len: int = 8192
+    """vLLM context length."""
+
+
+@contextlib.asynccontextmanager
+async def open_policy(cfg: PolicyConfig) -> AsyncIterator[Policy]:
+    """Yield a ready Policy; everything it started (a server, an engine) is stopped on exit."""
+    from vigorl_agents.models.load import resolve_model
+
+    if cfg.backend == "hf":
+        from vigorl_agents.backends.hf import HFPolicy
+
+        policy = HFPolicy.from_pretrained(
+            resolve_model(cfg.model),
+            device=cfg.device,
+            dtype=cfg.dtype,
+            max_batch_size=cfg.max_batch_size,
+            min_pixels=cfg.min_pixels,
+            max_pixels=cfg.max_pixels,
+        )
+        try:
+            yield policy
+        finally:
+            await policy.aclose()
+    elif cfg.backend == "vllm-engine":
+        from vigorl_agents.backends.vllm_engine import VLLMEnginePolicy
+
+        policy = VLLMEnginePolicy(
+            resolve_model(cfg.model),
+            dtype=cfg.dtype,
+            max_model_len=cfg.max_model_len,
+            min_pixels=cfg.min_pixels,
+            max_pixels=cfg.max_pixels,
+        )
+        try:
+            yield policy
+        finally:
+            await policy.aclose()
+    elif cfg.backend == "vllm-server":
+        from vigorl_agents.backends.vllm_server import VLLMServerPolicy
+
+        with contextlib.ExitStack() as stack:
+            endpoints: Sequence[str] = cfg.endpoints
+            name = cfg.served_model_name or cfg.model
+            if not endpoints:
+                from vigorl_agents.backends.launcher import VLLMServer
+
+                server = VLLMServer(
+                    resolve_model(cfg.model),
+                    served_model_name="policy",
+                    dtype=cfg.dtype,
+                    max_model_len=cfg.max_model_len,
+                    min_pixels=cfg.min_pixels,
+                    max_pixels=cfg.max_pixels,
+                )
+                stack.enter_context(server)
+                endpoints, name = [server.base_url], "policy"
+                log.info("launched vLLM server at %s (pid %s)", server.base_url, server.pid)
+            policy = VLLMServerPolicy(list(endpoints), name)
+            try:
+                yield policy
+            finally:
+                await policy.aclose()
+    else:
+        raise ValueError(
+            f"unknown backend {cfg.backend!r}; expected hf, vllm-server or vllm-engine"
+        )
