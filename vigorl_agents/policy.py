@@ -32,6 +32,9 @@ class SamplingParams:
     stop: tuple[str, ...] = STOP_STRINGS
     seed: int | None = 42
     logprobs: bool = False
+    regex: str | None = None
+    """Constrain the output to this regular expression (vLLM structured outputs). For scripted
+    benchmarks and tests that need format-following text from a random model; HF refuses it."""
 
     def __post_init__(self) -> None:
         if self.n < 1:

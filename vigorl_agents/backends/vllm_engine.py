@@ -20,10 +20,13 @@ vllm is imported when the policy is constructed, never at module import.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import os
+import struct
 import threading
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -76,11 +79,15 @@ class VLLMEnginePolicy:
     `multiprocessing=False` sets `VLLM_ENABLE_V1_MULTIPROCESSING=0` (engine core in this
     process: faster start, direct weight loading); None leaves the environment as it is. vLLM
     reads that variable once per process. Other keyword arguments go to `vllm.LLM`.
+
+    Side effects on the host process (vLLM's, on the CPU build at least): it reseeds the global
+    RNGs, lowers torch's thread count and pins OpenMP threads to cores. Tests therefore run
+    the engine in a child process.
     """
 
     def __init__(
         self,
-        model: str,
+        model: str | os.PathLike,
         *,
         dtype: str | None = None,
         max_model_len: int = 4096,
@@ -114,8 +121,8 @@ class VLLMEnginePolicy:
         if cpu:
             kwargs["enforce_eager"] = True
         kwargs.update(llm_kwargs)
-        self.model = model
-        self.llm = vllm.LLM(model=model, **kwargs)
+        self.model = str(model)
+        self.llm = vllm.LLM(model=self.model, **kwargs)
         self._vllm = vllm
         # Refusals of a request (vLLM's server maps VLLMClientError to HTTP 4xx).
         self._client_errors: tuple[type[BaseException], ...] = (ValueError, TypeError)
@@ -126,6 +133,7 @@ class VLLMEnginePolicy:
         except ImportError:  # older vLLM: plain ValueErrors
             pass
         self._lock = threading.Lock()
+        self._checkpoint_names = checkpoint_tensor_names(self.model)
         self.weight_version = 0
 
     # ----------------------------------------------------------------- Policy
@@ -215,12 +223,15 @@ class VLLMEnginePolicy:
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
         """Replace the running model's weights with `named_tensors` (Hugging Face names).
 
-        Pass every tensor of a layer you change: vLLM fuses some checkpoint tensors (q/k/v,
-        gate/up) into one kernel tensor, and a layer given only part of them is re-assembled from
-        what was given. Waits for in-flight generation (same lock), then clears the prefix cache
-        and the multimodal encoder cache so no output is computed from the old weights.
+        A subset of the model may be given, made of whole modules: vLLM reloads module by module
+        and fuses q/k/v and gate/up projections, and a module given only part of its tensors
+        comes back partly undefined (checked on 0.32: reloading `q_proj.weight` alone, even
+        with its own values, changes the output). Such partial updates raise ValueError
+        (`check_complete_modules`). Waits for in-flight generation (same lock), then drops every
+        cache computed from the old weights (prefix KV blocks, vision-encoder outputs).
         """
         weights = list(named_tensors)  # may cross a process boundary: no generators
+        check_complete_modules((name for name, _ in weights), self._checkpoint_names)
         with self._lock:
             if self.llm is None:
                 raise RuntimeError("VLLMEnginePolicy is closed")
@@ -239,6 +250,65 @@ class VLLMEnginePolicy:
             self.weight_version += 1
         log.info("loaded %d tensors into the vLLM engine (weight version %d)", len(weights),
                  self.weight_version)  # fmt: skip
+
+
+_FUSED_SIBLINGS = {
+    "q_proj": ("q_proj", "k_proj", "v_proj"),
+    "k_proj": ("q_proj", "k_proj", "v_proj"),
+    "v_proj": ("q_proj", "k_proj", "v_proj"),
+    "gate_proj": ("gate_proj", "up_proj"),
+    "up_proj": ("gate_proj", "up_proj"),
+}
+
+
+def checkpoint_tensor_names(model_dir: str | os.PathLike) -> set[str] | None:
+    """Tensor names of a local safetensors checkpoint (headers only), or None if not local."""
+    path = Path(model_dir)
+    if not path.is_dir():
+        return None
+    index = path / "model.safetensors.index.json"
+    if index.is_file():
+        return set(json.loads(index.read_text())["weight_map"])
+    names: set[str] = set()
+    for file in sorted(path.glob("*.safetensors")):
+        with open(file, "rb") as f:
+            header = json.loads(f.read(struct.unpack("<Q", f.read(8))[0]))
+        names |= {k for k in header if k != "__metadata__"}
+    return names or None
+
+
+def check_complete_modules(names: Iterable[str], known: set[str] | None) -> None:
+    """Refuse a partial update that vLLM's in-place reload would corrupt.
+
+    vLLM re-materializes every module it receives a tensor for, and fuses q/k/v and gate/up
+    projections into one module: a module given only some of its tensors (a bias without its
+    weight, `q_proj` without `k_proj`/`v_proj`) comes back partly undefined (checked on 0.32).
+    So every tensor of each touched module — fused siblings included — must be given. `known`
+    is the checkpoint's tensor names (None: only the fused-sibling rule is checked).
+    """
+    given = set(names)
+    modules: set[str] = set()
+    for name in given:
+        module = name.rpartition(".")[0]
+        parent, _, leaf = module.rpartition(".")
+        modules.update(f"{parent}.{sib}" for sib in _FUSED_SIBLINGS.get(leaf, (leaf,)))
+    if known is not None:
+        required = {k for k in known if k.rpartition(".")[0] in modules}
+    else:  # which tensors a module has is unknown: require the same kind from fused siblings
+        required = set()
+        for name in given:
+            module, _, kind = name.rpartition(".")
+            parent, _, leaf = module.rpartition(".")
+            required.update(f"{parent}.{sib}.{kind}" for sib in _FUSED_SIBLINGS.get(leaf, ()))
+    missing = sorted(required - given)
+    if missing:
+        shown = ", ".join(missing[:6]) + (
+            f" and {len(missing) - 6} more" if len(missing) > 6 else ""
+        )
+        raise ValueError(
+            f"load_weights needs every tensor of each module it touches (vLLM reloads whole, "
+            f"fused modules); missing: {shown}"
+        )
 
 
 def _completions(out: Any) -> list[Completion]:

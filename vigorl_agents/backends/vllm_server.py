@@ -208,6 +208,8 @@ class VLLMServerPolicy:
         }
         if params.seed is not None:
             body["seed"] = params.seed
+        if params.regex is not None:
+            body["extra_body"]["structured_outputs"] = {"regex": params.regex}
         return body
 
     async def _one(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
