@@ -1,0 +1,621 @@
+"""Single-process SFT of Qwen2-VL / Qwen2.5-VL on grounded chains (SPEC §10.2), CPU or one GPU.
+
+What the loop does, and why:
+
+* **Loss** = next-token cross-entropy on the supervised tokens (assistant content + its
+  `<|im_end|>`; masks from `data.tokenize_record`), **token mean per micro-batch** as SPEC §10.2
+  says; an optimizer step over `grad_accum` micro-batches averages those means (what LLaMA-Factory,
+  which produced the paper's checkpoints, did). `loss_agg="token_mean"` instead divides the summed
+  loss of the whole accumulation window by its supervised-token count (micro-batching then cannot
+  change the value). The logits are computed only at supervised positions (hidden states gathered
+  before `lm_head`): same value as the full-vocabulary logits of every position, without
+  materialising L × 151k floats.
+* **Trainable**: the language model (full fine-tuning); the vision tower and its patch merger are
+  frozen by default (`freeze_vision`). LoRA needs `peft`, which is not installed: `lora=True`
+  raises. Master weights stay float32; `bf16` runs the forward under `torch.autocast(bfloat16)`.
+* **Schedule**: AdamW (betas 0.9/0.999, weight decay on ≥2-D weights only), linear warmup over
+  `warmup_ratio` of the planned steps then cosine (`get_cosine_schedule_with_warmup`); gradient
+  norm clipped to 1.0; a non-finite norm skips the update (logged). The plan is always
+  `epochs × steps_per_epoch`; `max_steps` only stops the run early, so stopping and resuming never
+  changes the schedule.
+* **Data order**: epoch e visits the examples in `randperm(n)` drawn from a generator seeded with
+  (seed, e); optimizer step s of the run is window s mod steps_per_epoch of epoch s // steps_per_epoch.
+  The data position is therefore a function of the step, which makes resume exact.
+* **Checkpoints**: `output_dir/checkpoint-{step}/` is a plain Hugging Face folder (model +
+  processor, `from_pretrained` / vLLM load it as is) plus `trainer_state.pt` (optimizer, scheduler,
+  step, epoch, data position, RNG states). A checkpoint is written to a hidden temporary folder and
+  renamed into place, so a crash mid-save never leaves a half folder under the final name. `train`
+  resumes from the highest complete `checkpoint-N`; if that folder is damaged it raises
+  `CheckpointError` before writing anything.
+* **Logging**: `metrics.jsonl` (always) and tensorboard (`torch.utils.tensorboard`, only if the
+  `tensorboard` package is installed): loss, lr, grad norm, tokens/s, supervised tokens.
+
+Multi-GPU (DeepSpeed ZeRO-2/3 through the standard launcher) is NOT implemented: see
+`_deepspeed_hook`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import random
+import re
+import shutil
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from vigorl_agents.train.data import (
+    IGNORE_INDEX,
+    PreflightError,
+    SFTDataset,
+    TokenizedExample,
+    collate,
+    load_sft_file,
+    preflight,
+)
+from vigorl_env.protocol import FORCED_PREFIX
+
+logger = logging.getLogger(__name__)
+
+STATE_FILE = "trainer_state.pt"
+STATE_VERSION = 1
+_CKPT = re.compile(r"^checkpoint-(\d+)$")
+_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint folder cannot be resumed from; nothing was written."""
+
+
+@dataclass
+class SFTConfig:
+    """One SFT run (defaults: SPEC §10.2 / paper Table A1, per-device values)."""
+
+    model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
+    """HF folder, Hub id or `tiny-qwen2.5-vl` / `tiny-qwen2-vl`."""
+    train_file: str = ""
+    """vigorl SFT JSONL, sharegpt JSON or parquet (SPEC §10.1, §2.4, §2.5)."""
+    val_file: str | None = None
+    output_dir: str = "runs/sft/default"
+    data_root: str | None = None
+    """Root for relative image paths (default: $DATA_ROOT)."""
+    epochs: int = 3
+    lr: float = 1e-6
+    warmup_ratio: float = 0.03
+    weight_decay: float = 0.01
+    per_device_batch: int = 1
+    grad_accum: int = 4
+    """Paper: 1 × 4 × 8 GPUs = 32 sequences per step; on fewer GPUs raise this to keep 32."""
+    cutoff_len: int = 8192
+    bf16: bool = False
+    """Autocast the forward to bfloat16 (float32 master weights). Paper runs: True on GPU."""
+    gradient_checkpointing: bool = False
+    freeze_vision: bool = True
+    lora: bool = False
+    """Needs `peft` (not installed in this environment: True raises)."""
+    seed: int = 0
+    log_every: int = 1
+    save_every: int = 100
+    eval_every: int = 250
+    max_steps: int | None = None
+    """Stop after this many optimizer steps (the schedule still spans all epochs)."""
+    max_grad_norm: float = 1.0
+    loss_agg: Literal["microbatch_mean", "token_mean"] = "microbatch_mean"
+    on_preflight: Literal["fatal", "skip"] = "fatal"
+    mask_prefix: str | None = FORCED_PREFIX
+    """Masked when an assistant turn starts with it (SPEC §4.4, §14.2)."""
+    device: str = "auto"
+    min_pixels: int | None = None
+    """Processor pixel bounds override (SPEC §3.1: must bracket the data's model frames)."""
+    max_pixels: int | None = None
+    attn_implementation: str | None = None
+    """e.g. "sdpa" or "flash_attention_2" (paper); None = transformers' default."""
+    save_optimizer: bool = True
+    """Write trainer_state.pt with the optimizer (exact resume). False: model-only checkpoints."""
+    deepspeed: str | None = None
+    """DeepSpeed config path: NOT implemented yet (raises)."""
+
+
+# =========================================================================== loss
+
+
+def model_inputs(batch: dict[str, Any], device: Any) -> dict[str, Any]:
+    return {k: v.to(device) for k, v in batch.items() if k != "labels"}
+
+
+def compute_loss(model: Any, batch: dict[str, Any]) -> tuple[Any, int]:
+    """(sum of next-token cross-entropies over supervised positions, number of them).
+
+    Position i predicts token i+1; it is supervised where `labels[i+1] != -100`. Hidden states
+    are gathered at those positions before `lm_head`, so only the needed logits are computed."""
+    import torch.nn.functional as F
+
+    device = next(model.parameters()).device
+    labels = batch["labels"].to(device)
+    out = model.model(**model_inputs(batch, device), use_cache=False)
+    hidden = out.last_hidden_state[:, :-1]
+    target = labels[:, 1:]
+    mask = target != IGNORE_INDEX
+    logits = model.lm_head(hidden[mask]).float()
+    loss_sum = F.cross_entropy(logits, target[mask], reduction="sum")
+    return loss_sum, int(mask.sum())
+
+
+def _num_supervised(batch: dict[str, Any]) -> int:
+    return int((batch["labels"][:, 1:] != IGNORE_INDEX).sum())
+
+
+# =========================================================================== model
+
+
+def _freeze_vision(model: Any) -> int:
+    """Freeze the vision tower including the patch merger; return the number of frozen params."""
+    visual = getattr(getattr(model, "model", model), "visual", None) or getattr(
+        model, "visual", None
+    )
+    if visual is None:
+        raise ValueError(f"{type(model).__name__} has no `visual` module to freeze")
+    n = 0
+    for p in visual.parameters():
+        p.requires_grad_(False)
+        n += p.numel()
+    return n
+
+
+def _deepspeed_hook(cfg: SFTConfig) -> None:
+    # ------------------------------------------------------------------ DEEPSPEED HOOK (TODO)
+    # Multi-GPU / multi-node (SPEC §10.2: ZeRO-3, 8 GPUs, effective batch 32) goes here:
+    # `deepspeed.initialize(model=..., optimizer=..., lr_scheduler=..., config=cfg.deepspeed)`
+    # launched with `deepspeed experiments/sft.py ...` / torchrun; a DistributedSampler-equivalent
+    # split of `_epoch_order` by rank; `engine.backward` / `engine.step`; rank-0 logging; ZeRO-3
+    # weights gathered with `engine.save_16bit_model` / `zero_to_fp32` for the HF folder and
+    # `engine.save_checkpoint` next to it for exact resume. Not implemented in this version.
+    if cfg.deepspeed:
+        raise NotImplementedError(
+            "DeepSpeed is not implemented yet (vigorl_agents/train/sft.py: _deepspeed_hook); "
+            "run single-process (CPU or one GPU) or leave `deepspeed` unset"
+        )
+
+
+def _load_model(path: str, cfg: SFTConfig, device: Any):
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    from vigorl_agents.models.load import set_processor_pixel_bounds
+
+    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    if cfg.attn_implementation:
+        kwargs["attn_implementation"] = cfg.attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    model.to(device)
+    processor = AutoProcessor.from_pretrained(path)
+    set_processor_pixel_bounds(processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+    return model, processor
+
+
+# =========================================================================== checkpoints
+
+
+def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
+    """(step, folder) of every `checkpoint-N` folder, ascending (temporary folders ignored)."""
+    out = Path(output_dir)
+    if not out.is_dir():
+        return []
+    found = []
+    for d in out.iterdir():
+        m = _CKPT.match(d.name)
+        if m and d.is_dir():
+            found.append((int(m.group(1)), d))
+    return sorted(found)
+
+
+def read_checkpoint_state(folder: Path) -> dict[str, Any]:
+    """Validate a checkpoint folder for resume and return its trainer state.
+
+    Raises `CheckpointError` naming the folder and what is wrong; reads only."""
+    import torch
+
+    problems = []
+    if not (folder / "config.json").is_file():
+        problems.append("config.json is missing")
+    if not any((folder / f).is_file() for f in _WEIGHT_FILES):
+        problems.append(f"no model weights ({' / '.join(_WEIGHT_FILES)})")
+    state_path = folder / STATE_FILE
+    if not state_path.is_file():
+        problems.append(f"{STATE_FILE} is missing (model-only checkpoint: cannot resume exactly)")
+    if problems:
+        raise CheckpointError(f"cannot resume from {folder}: " + "; ".join(problems))
+    try:
+        state = torch.load(state_path, map_location="cpu", weights_only=False)
+    except Exception as e:  # any unpickling failure means a damaged file
+        raise CheckpointError(
+            f"cannot resume from {folder}: {STATE_FILE} is unreadable ({e})"
+        ) from e
+    need = ("version", "step", "optimizer", "scheduler", "rng", "steps_per_epoch", "num_examples")
+    missing = [k for k in need if k not in state] if isinstance(state, dict) else list(need)
+    if missing:
+        raise CheckpointError(f"cannot resume from {folder}: {STATE_FILE} lacks {missing}")
+    m = _CKPT.match(folder.name)
+    if m and int(m.group(1)) != state["step"]:
+        raise CheckpointError(
+            f"cannot resume from {folder}: its {STATE_FILE} says step {state['step']}"
+        )
+    return state
+
+
+def _rng_state() -> dict[str, Any]:
+    import numpy as np
+    import torch
+
+    st = {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+    }
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def _set_rng_state(st: dict[str, Any]) -> None:
+    import numpy as np
+    import torch
+
+    random.setstate(st["python"])
+    np.random.set_state(st["numpy"])
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def _seed_all(seed: int) -> None:
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+# =========================================================================== trainer
+
+
+class SFTTrainer:
+    """Holds the run (model, processor, data, optimizer); `run()` trains. `train(cfg)` is the
+    one-call form. Construction resumes from the latest checkpoint of `output_dir` if any."""
+
+    def __init__(self, cfg: SFTConfig):
+        import torch
+        from transformers import get_cosine_schedule_with_warmup
+
+        from vigorl_agents.models.load import resolve_model
+
+        _deepspeed_hook(cfg)
+        if cfg.lora:
+            try:
+                import peft  # noqa: F401
+            except ImportError as e:
+                raise ImportError(
+                    "lora=True needs the `peft` package, which is not installed"
+                ) from e
+            raise NotImplementedError("LoRA is not implemented yet")
+        if cfg.per_device_batch < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
+            raise ValueError("per_device_batch, grad_accum and epochs must be >= 1")
+        if not cfg.train_file:
+            raise ValueError("SFTConfig.train_file is required")
+        self.cfg = cfg
+        self.out = Path(cfg.output_dir)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        )
+        # Resume: validate before anything is written (a damaged folder must stay as it is).
+        ckpts = list_checkpoints(self.out)
+        self.resume_from: Path | None = ckpts[-1][1] if ckpts else None
+        resume_state = read_checkpoint_state(self.resume_from) if self.resume_from else None
+        _seed_all(cfg.seed)
+        src = str(self.resume_from) if self.resume_from else resolve_model(cfg.model)
+        try:
+            self.model, self.processor = _load_model(src, cfg, self.device)
+        except Exception as e:
+            if self.resume_from is None:
+                raise
+            raise CheckpointError(
+                f"cannot resume from {self.resume_from}: loading the model failed ({e})"
+            ) from e
+        self.frozen = _freeze_vision(self.model) if cfg.freeze_vision else 0
+        if cfg.gradient_checkpointing:
+            self.model.gradient_checkpointing_enable(
+                gradient_checkpointing_kwargs={"use_reentrant": False}
+            )
+        self.model.config.use_cache = False
+        self.pad_id = int(self.processor.tokenizer.pad_token_id)
+
+        self.train_ds = self._dataset(cfg.train_file, "train")
+        self.val_ds = self._dataset(cfg.val_file, "val") if cfg.val_file else None
+        n = len(self.train_ds)
+        if n == 0:
+            raise ValueError(f"{cfg.train_file}: no example left after filtering")
+        self.n_micro = math.ceil(n / cfg.per_device_batch)
+        self.steps_per_epoch = math.ceil(self.n_micro / cfg.grad_accum)
+        self.total_steps = self.steps_per_epoch * cfg.epochs
+        self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
+
+        decay, no_decay = [], []
+        for p in self.model.parameters():
+            if p.requires_grad:
+                (decay if p.ndim >= 2 else no_decay).append(p)
+        self.optimizer = torch.optim.AdamW(
+            [
+                {"params": decay, "weight_decay": cfg.weight_decay},
+                {"params": no_decay, "weight_decay": 0.0},
+            ],
+            lr=cfg.lr,
+            betas=(0.9, 0.999),
+        )
+        warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
+        self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
+        self.step = 0
+        if resume_state is not None:
+            if (
+                resume_state["num_examples"] != n
+                or resume_state["steps_per_epoch"] != self.steps_per_epoch
+            ):
+                raise CheckpointError(
+                    f"cannot resume from {self.resume_from}: it was trained on "
+                    f"{resume_state['num_examples']} examples ({resume_state['steps_per_epoch']} "
+                    f"steps/epoch), this run has {n} ({self.steps_per_epoch})"
+                )
+            try:
+                self.optimizer.load_state_dict(resume_state["optimizer"])
+                self.scheduler.load_state_dict(resume_state["scheduler"])
+            except (ValueError, KeyError, RuntimeError) as e:
+                raise CheckpointError(
+                    f"cannot resume from {self.resume_from}: optimizer/scheduler state does not "
+                    f"fit this model ({e})"
+                ) from e
+            _set_rng_state(resume_state["rng"])
+            self.step = int(resume_state["step"])
+            logger.info("resumed from %s at step %d", self.resume_from, self.step)
+        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        logger.info(
+            "SFT: %d examples, %d micro-batches/epoch, %d steps/epoch, %d planned, stop at %d; "
+            "%d trainable params, %d frozen (vision); device %s",
+            n,
+            self.n_micro,
+            self.steps_per_epoch,
+            self.total_steps,
+            self.stop_step,
+            n_train,
+            self.frozen,
+            self.device,
+        )
+
+    # ------------------------------------------------------------------ data
+
+    def _dataset(self, path: str, name: str) -> SFTDataset:
+        return SFTDataset(
+            load_sft_file(path, self.cfg.data_root),
+            self.processor,
+            cutoff_len=self.cfg.cutoff_len,
+            mask_prefix=self.cfg.mask_prefix,
+            on_preflight=self.cfg.on_preflight,
+            name=name,
+        )
+
+    def _epoch_order(self, epoch: int) -> list[int]:
+        import torch
+
+        g = torch.Generator().manual_seed(self.cfg.seed * 1_000_003 + epoch)
+        return torch.randperm(len(self.train_ds), generator=g).tolist()
+
+    def position(self, step: int) -> tuple[int, int]:
+        """(epoch, first micro-batch index within the epoch) of optimizer step `step` (0-based)."""
+        return step // self.steps_per_epoch, (step % self.steps_per_epoch) * self.cfg.grad_accum
+
+    def window(self, step: int) -> list[list[int]]:
+        """Example indices of each micro-batch of optimizer step `step`."""
+        epoch, first = self.position(step)
+        order = self._epoch_order(epoch)
+        b = self.cfg.per_device_batch
+        last = min(first + self.cfg.grad_accum, self.n_micro)
+        return [order[i * b : (i + 1) * b] for i in range(first, last)]
+
+    def _micro_batch(self, idx: list[int]) -> dict[str, Any] | None:
+        examples: list[TokenizedExample] = []
+        for i in idx:
+            ex = self.train_ds[i]
+            try:
+                preflight(ex, max_len=self.cfg.cutoff_len)
+            except PreflightError:
+                if self.cfg.on_preflight == "fatal":
+                    raise
+                logger.warning("step %d: skipping example %s (preflight)", self.step, ex.id)
+                continue
+            examples.append(ex)
+        return collate(examples, self.pad_id) if examples else None
+
+    # ------------------------------------------------------------------ steps
+
+    def _autocast(self):
+        import contextlib
+
+        import torch
+
+        if not self.cfg.bf16:
+            return contextlib.nullcontext()
+        return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
+
+    def train_step(self) -> dict[str, Any]:
+        """One optimizer step over the next accumulation window; returns its metrics."""
+        import torch
+
+        t0 = time.perf_counter()
+        self.model.train()
+        batches = [b for b in (self._micro_batch(ix) for ix in self.window(self.step)) if b]
+        if not batches:
+            raise RuntimeError(f"step {self.step}: every example of the window failed preflight")
+        counts = [_num_supervised(b) for b in batches]
+        total_sup = sum(counts)
+        loss_value = 0.0
+        tokens = 0
+        for b in batches:
+            with self._autocast():
+                loss_sum, n_sup = compute_loss(self.model, b)
+            if self.cfg.loss_agg == "microbatch_mean":
+                loss = loss_sum / n_sup / len(batches)
+            else:
+                loss = loss_sum / total_sup
+            loss.backward()
+            loss_value += float(loss.detach())
+            tokens += int(b["attention_mask"].sum())
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
+        lr = self.scheduler.get_last_lr()[0]
+        skipped = not math.isfinite(grad_norm)
+        if skipped:
+            logger.warning("step %d: non-finite grad norm %s, update skipped", self.step, grad_norm)
+        else:
+            self.optimizer.step()
+        self.scheduler.step()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.step += 1
+        dt = time.perf_counter() - t0
+        epoch, _ = self.position(self.step - 1)
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "loss": loss_value,
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "skipped": skipped,
+            "tokens": tokens,
+            "supervised_tokens": total_sup,
+            "micro_batches": len(batches),
+            "step_time_s": dt,
+            "tokens_per_s": tokens / dt if dt > 0 else float("nan"),
+        }
+
+    def evaluate(self) -> float:
+        """Token-mean loss over all supervised tokens of the val file."""
+        import torch
+
+        if self.val_ds is None or len(self.val_ds) == 0:
+            return float("nan")
+        self.model.eval()
+        total, count = 0.0, 0
+        b = self.cfg.per_device_batch
+        with torch.no_grad():
+            for i in range(0, len(self.val_ds), b):
+                batch = collate(
+                    [self.val_ds[j] for j in range(i, min(i + b, len(self.val_ds)))], self.pad_id
+                )
+                with self._autocast():
+                    s, n = compute_loss(self.model, batch)
+                total += float(s)
+                count += n
+        return total / max(count, 1)
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def save_checkpoint(self) -> Path:
+        """Write `checkpoint-{step}` atomically (temporary folder renamed into place)."""
+        import torch
+
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+        self.model.save_pretrained(tmp)
+        self.processor.save_pretrained(tmp)
+        if self.cfg.save_optimizer:
+            epoch, micro = self.position(self.step)
+            state = {
+                "version": STATE_VERSION,
+                "step": self.step,
+                "epoch": epoch,
+                "micro_index": micro,
+                "steps_per_epoch": self.steps_per_epoch,
+                "num_examples": len(self.train_ds),
+                "optimizer": self.optimizer.state_dict(),
+                "scheduler": self.scheduler.state_dict(),
+                "rng": _rng_state(),
+                "config": asdict(self.cfg),
+            }
+            torch.save(state, tmp / STATE_FILE)
+        if final.exists():
+            shutil.rmtree(final)
+        tmp.rename(final)
+        logger.info("saved %s", final)
+        return final
+
+    # ------------------------------------------------------------------ loop
+
+    def run(self) -> dict[str, Any]:
+        self.out.mkdir(parents=True, exist_ok=True)
+        writer = _tensorboard(self.out / "tb")
+        history: list[dict[str, Any]] = []
+        last_ckpt: Path | None = self.resume_from
+        val_loss = float("nan")
+        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
+
+            def log(rec: dict[str, Any]) -> None:
+                metrics.write(json.dumps(rec) + "\n")
+                metrics.flush()
+                if writer is not None:
+                    for k, v in rec.items():
+                        if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
+                            writer.add_scalar(f"{rec.get('split', 'train')}/{k}", v, rec["step"])
+
+            while self.step < self.stop_step:
+                m = self.train_step()
+                history.append(m)
+                if self.step % self.cfg.log_every == 0 or self.step == self.stop_step:
+                    log(m)
+                    logger.info(
+                        "step %d/%d loss %.4f lr %.3g grad %.3f %.0f tok/s",
+                        self.step,
+                        self.stop_step,
+                        m["loss"],
+                        m["lr"],
+                        m["grad_norm"],
+                        m["tokens_per_s"],
+                    )
+                if self.val_ds is not None and self.step % self.cfg.eval_every == 0:
+                    val_loss = self.evaluate()
+                    log({"split": "val", "step": self.step, "loss": val_loss})
+                if self.step % self.cfg.save_every == 0:
+                    last_ckpt = self.save_checkpoint()
+            if last_ckpt is None or _CKPT.match(last_ckpt.name).group(1) != str(self.step):
+                last_ckpt = self.save_checkpoint()
+            if self.val_ds is not None and self.step % self.cfg.eval_every != 0:
+                val_loss = self.evaluate()
+                log({"split": "val", "step": self.step, "loss": val_loss})
+        if writer is not None:
+            writer.close()
+        return {
+            "step": self.step,
+            "history": history,
+            "checkpoint": str(last_ckpt),
+            "val_loss": val_loss,
+            "train_data": self.train_ds.summary(),
+            "val_data": self.val_ds.summary() if self.val_ds is not None else None,
+        }
+
+
+def _tensorboard(path: Path) -> Any:
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        logger.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
+        return None
+    return SummaryWriter(str(path))
+
+
+def train(cfg: SFTConfig) -> dict[str, Any]:
+    """Train (or resume) one SFT run; returns step, per-step history, last checkpoint, data stats."""
+    return SFTTrainer(cfg).run()
