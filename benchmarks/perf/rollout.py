@@ -34,7 +34,7 @@ from vigorl_agents.policy import Conversation, SamplingParams, params_per_conver
 from vigorl_agents.rollout import EpisodeSpec, make_env_factory, run_episodes
 
 TOOL_RE = (
-    r"<think>[a-z]{4,9}( [a-z]{2,9}){3,6} \([1-9][0-9], [1-9][0-9]\)\.</think>\n<tool_call>\n"
+    r"<think>[a-z]{3,8}( [a-z]{2,8}){1,3} \([1-9][0-9], [1-9][0-9]\)\.</think>\n<tool_call>\n"
     r'\{"name": "search_coordinate", "arguments": \{"coordinate": \[[1-9][0-9], [1-9][0-9]\]\}\}\n</tool_call>'
 )
 ANSWER_RE = r" [a-z]{3,8} </answer>"
@@ -46,7 +46,7 @@ class Args:
     """Episodes for `ours` (and requests replayed for the ceiling)."""
     sequential_episodes: int = 4
     """Episodes for the sequential loop (it is slow; tokens/s is what is compared)."""
-    max_tokens: int = 64
+    max_tokens: int = 160
     concurrency: int = 32
     max_num_seqs: int = 32
     """vLLM --max-num-seqs."""

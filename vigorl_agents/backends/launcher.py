@@ -193,6 +193,11 @@ class VLLMServer:
             cmd += ["--mm-processor-kwargs", json.dumps(mm_kwargs)]
         if cpu and "--enforce-eager" not in self.extra_args:
             cmd.append("--enforce-eager")
+        if cpu and not any("chunked-prefill" in a for a in self.extra_args):
+            # vLLM 0.32 CPU: a seeded request whose prefill is chunked crashes the engine
+            # ("CPU Generator does not use offset", EngineDeadError) under concurrent load.
+            # Whole prompts per step avoid the path (every rollout request carries a seed).
+            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(self.max_model_len)]
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:
