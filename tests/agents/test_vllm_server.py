@@ -412,3 +412,13 @@ def test_failover_when_a_server_dies_mid_batch(vllm_server, spare_vllm_server, l
     assert retried, "no request was in flight on the killed server"
     assert group_members(spare_pgid) == []  # its whole process group is gone ...
     assert vllm_server.healthy()  # ... and the other server is untouched
+
+
+@pytest.mark.vllm
+def test_many_concurrent_seeded_multimodal_requests_keep_the_engine_alive(policy, loop):
+    """Regression: on vLLM 0.32 CPU, seeded requests whose prefill got chunked killed the engine
+    ("CPU Generator does not use offset"); the launcher turns chunked prefill off there."""
+    convs = [_episode(Image.fromarray(_image(224, 224, i))) for i in range(24)]
+    params = [SAMPLE.with_(max_tokens=6, seed=1000 + i) for i in range(24)]
+    out = _gen(loop, policy, convs, params)
+    assert len(out) == 24 and all(len(o[0].token_ids) >= 1 for o in out)
