@@ -197,7 +197,11 @@ class VLLMServer:
             # vLLM 0.32 CPU: a seeded request whose prefill is chunked crashes the engine
             # ("CPU Generator does not use offset", EngineDeadError) under concurrent load.
             # Whole prompts per step avoid the path (every rollout request carries a seed).
-            cmd += ["--no-enable-chunked-prefill", "--max-num-batched-tokens", str(self.max_model_len)]
+            cmd += [
+                "--no-enable-chunked-prefill",
+                "--max-num-batched-tokens",
+                str(self.max_model_len),
+            ]
         return cmd + self.extra_args
 
     def environment(self) -> dict[str, str]:
