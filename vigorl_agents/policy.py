@@ -7,9 +7,9 @@ OpenAI server, in-process vLLM engine, transformers). Backends differ in what th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 from PIL import Image
@@ -68,6 +68,18 @@ class Message:
                 f"{self.role} message has {self.text.count(IMAGE_TOKEN)} <image> markers but "
                 f"{len(self.images)} images"
             )
+
+    def chat_content(
+        self, image_part: Callable[[ImageLike], dict[str, Any]]
+    ) -> str | list[dict[str, Any]]:
+        """Chat-template content: plain text for a text-only message, else text and image parts in
+        `<image>` order (SPEC §4.5). `image_part` says how a backend passes an image."""
+        if not self.images:
+            return self.text
+        return [
+            {"type": "text", "text": part} if isinstance(part, str) else image_part(part)
+            for part in self.parts()
+        ]
 
     def parts(self) -> list[str | ImageLike]:
         """Text and images interleaved in the order the model sees them (SPEC §4.5)."""

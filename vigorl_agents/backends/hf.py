@@ -57,7 +57,6 @@ from vigorl_agents.policy import (
     Completion,
     Conversation,
     ImageLike,
-    Message,
     SamplingParams,
     params_per_conversation,
 )
@@ -80,19 +79,12 @@ def _to_rgb(image: ImageLike) -> Image.Image:
     return Image.fromarray(arr).convert("RGB")
 
 
-def _template_content(message: Message) -> str | list[dict[str, str]]:
-    """Plain text for text-only messages, else text and image parts in `<image>` order."""
-    if not message.images:
-        return message.text
-    return [
-        {"type": "text", "text": part} if isinstance(part, str) else {"type": "image"}
-        for part in message.parts()
-    ]
-
-
 def render_prompt(processor: Any, conv: Conversation) -> str:
     """The prompt text of `conv`: chat template + generation prompt (+ the forced prefix)."""
-    messages = [{"role": m.role, "content": _template_content(m)} for m in conv.messages]
+    messages = [
+        {"role": m.role, "content": m.chat_content(lambda _: {"type": "image"})}
+        for m in conv.messages
+    ]
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if not isinstance(text, str):  # some versions return a one-element list
         text = text[0]

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from vigorl_agents.policy import Conversation, ImageLike, Message
+from vigorl_agents.policy import Conversation, ImageLike
 
 log = logging.getLogger(__name__)
 
@@ -110,24 +110,9 @@ class ImageURLCache:
                 self._drop(key)
 
 
-def _content(
-    message: Message, image_format: str, cache: ImageURLCache | None
-) -> str | list[dict[str, Any]]:
-    """Plain text for text-only messages, else parts in `<image>` order (SPEC §4.5)."""
-    if not message.images:
-        return message.text
-    parts: list[dict[str, Any]] = []
-    for part in message.parts():
-        if isinstance(part, str):
-            parts.append({"type": "text", "text": part})
-        else:
-            url = (
-                cache.get(part, image_format)
-                if cache is not None
-                else encode_image(part, image_format)
-            )
-            parts.append({"type": "image_url", "image_url": {"url": url}})
-    return parts
+def _image_url_part(image: Any, image_format: str, cache: ImageURLCache | None) -> dict[str, Any]:
+    url = cache.get(image, image_format) if cache is not None else encode_image(image, image_format)
+    return {"type": "image_url", "image_url": {"url": url}}
 
 
 def to_openai_messages(
@@ -141,7 +126,13 @@ def to_openai_messages(
     (SPEC §4.4). Text-only messages are sent as plain strings (what the chat template renders
     identically) and messages with images as lists of text and `image_url` parts.
     """
-    out = [{"role": m.role, "content": _content(m, image_format, cache)} for m in conv.messages]
+    out = [
+        {
+            "role": m.role,
+            "content": m.chat_content(lambda img: _image_url_part(img, image_format, cache)),
+        }
+        for m in conv.messages
+    ]
     if conv.assistant_prefix:
         out.append({"role": "assistant", "content": conv.assistant_prefix})
     return out

@@ -38,7 +38,6 @@ from vigorl_agents.backends.vllm_server import PolicyRequestError
 from vigorl_agents.policy import (
     Completion,
     Conversation,
-    Message,
     SamplingParams,
     params_per_conversation,
 )
@@ -49,22 +48,14 @@ ENGINE = "vllm.LLM (in-process)"
 """What `PolicyRequestError.endpoint` names for engine-side refusals."""
 
 
-def _content(message: Message) -> str | list[dict[str, Any]]:
-    if not message.images:
-        return message.text
-    parts: list[dict[str, Any]] = []
-    for part in message.parts():
-        if isinstance(part, str):
-            parts.append({"type": "text", "text": part})
-        else:
-            img = Image.fromarray(np.asarray(part)) if isinstance(part, np.ndarray) else part
-            parts.append({"type": "image_pil", "image_pil": img})
-    return parts
+def _image_pil_part(image: Any) -> dict[str, Any]:
+    img = Image.fromarray(np.asarray(image)) if isinstance(image, np.ndarray) else image
+    return {"type": "image_pil", "image_pil": img}
 
 
 def engine_messages(conv: Conversation) -> list[dict[str, Any]]:
     """Like `to_openai_messages`, with PIL image parts instead of data URLs."""
-    out = [{"role": m.role, "content": _content(m)} for m in conv.messages]
+    out = [{"role": m.role, "content": m.chat_content(_image_pil_part)} for m in conv.messages]
     if conv.assistant_prefix:
         out.append({"role": "assistant", "content": conv.assistant_prefix})
     return out

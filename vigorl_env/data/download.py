@@ -274,15 +274,23 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    data_root = args.data_root or os.environ.get("DATA_ROOT")
+def cli_data_root(value: str | None) -> str | None:
+    """DATA_ROOT for a command line: `--data-root`, else `$DATA_ROOT`; None (after saying so) if unset."""
+    data_root = value or os.environ.get("DATA_ROOT")
     if not data_root:
         print(
             "error: DATA_ROOT is not set; pass --data-root PATH or export DATA_ROOT=PATH",
             file=sys.stderr,
         )
+        return None
+    return data_root
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    data_root = cli_data_root(args.data_root)
+    if data_root is None:
         return 2
     names: list[str] = []
     for n in args.names:

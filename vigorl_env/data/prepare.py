@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 from vigorl_env.data.base import fmt_options
+from vigorl_env.data.download import cli_data_root
 from vigorl_env.data.images import decode_image_bytes
 from vigorl_env.errors import DataFormatError, DataNotFoundError
 
@@ -299,12 +300,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--revision", default=None, help="dataset revision when --source is a hub id")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    data_root = args.data_root or os.environ.get("DATA_ROOT")
-    if not data_root:
-        print(
-            "error: DATA_ROOT is not set; pass --data-root PATH or export DATA_ROOT=PATH",
-            file=sys.stderr,
-        )
+    data_root = cli_data_root(args.data_root)
+    if data_root is None:
         return 2
     try:
         out = prepare_robospatial(data_root, args.source, revision=args.revision)
