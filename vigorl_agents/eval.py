@@ -155,7 +155,7 @@ async def evaluate(
                 if (env_id, ids[i], e) not in done
             ]
             pol = policy(env_id) if callable(policy) and not hasattr(policy, "generate") else policy
-            bar = tqdm(total=len(todo), desc=f"{env_id} · {policy_name}", leave=False)
+            bar = tqdm(total=len(todo), desc=f"{env_id} · {policy_name}", leave=False, disable=None)
 
             def on_done(traj: Trajectory, _bar=bar) -> None:
                 rec = sample_record(traj, policy_name)
