@@ -8,23 +8,37 @@ tens of thousands of lines, and failing at `make` beats failing mid-training) an
 
 Errors are for people: a missing file says which env and split wanted it, the absolute path expected,
 where DATA_ROOT came from and the command that fetches it; a bad line names file, line and field.
+
+Layout: `upstream_specs` (the benchmark table), `upstream_records` (text normalization and record
+parsing); this module resolves DATA_ROOT, holds the dataset class and `load_benchmark`, and
+re-exports the public names of both.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
-import re
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 from vigorl_env.data.base import AnswerKind, Sample
-from vigorl_env.data.images import ImageRef
 from vigorl_env.data.splits import hash_split
-from vigorl_env.errors import DataFormatError, DataNotFoundError
+from vigorl_env.data.upstream_records import IMAGE_MARKER as IMAGE_MARKER
+from vigorl_env.data.upstream_records import (
+    normalize_prompt_text,
+    normalize_question,
+    parse_box,
+    parse_file,
+    parse_options,
+)
+from vigorl_env.data.upstream_specs import (
+    BENCHMARKS,
+    DOMAINS,
+    PROMPT_NEWLINES,
+    SplitSpec,
+    UpstreamSpec,
+)
+from vigorl_env.data.upstream_specs import Schema as Schema
+from vigorl_env.errors import DataNotFoundError
 
 __all__ = [
     "BENCHMARKS",
@@ -43,148 +57,6 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-#: Tar stems of `gsarch/vigorl_datasets` (each extracted into DATA_ROOT).
-DOMAINS: tuple[str, ...] = ("spatial_reasoning", "visual_search", "web_grounding", "web_action")
-PROMPT_NEWLINES: tuple[str, ...] = ("normalized", "literal")
-IMAGE_MARKER = "<image>"
-
-Schema = Literal["E", "R"]
-
-
-@dataclass(frozen=True)
-class SplitSpec:
-    """Where one split lives: candidate files (first existing wins), schema, optional id filter.
-
-    `subset = ("hash", f, keep)` keeps the records whose `hash_split(id, f) == keep`.
-    """
-
-    candidates: tuple[str, ...]
-    schema: Schema
-    subset: tuple[str, float, bool] | None = None
-
-
-@dataclass(frozen=True)
-class UpstreamSpec:
-    """One real benchmark env: its splits, the tar (domain) that ships them, its answer kind."""
-
-    name: str
-    domain: str
-    answer_kind: AnswerKind
-    default_split: str
-    splits: Mapping[str, SplitSpec] = field(hash=False)
-    project_defined: bool = False
-
-    @property
-    def env_id(self) -> str:
-        return f"ViGoRL/{self.name}-v0"
-
-    @property
-    def fetch_command(self) -> str:
-        """The command that puts this benchmark's files under DATA_ROOT (no `--data-root`)."""
-        if self.project_defined:
-            return f"python -m vigorl_env.data.prepare {self.name.lower()}"
-        return f"python -m vigorl_env.data.download {self.domain}"
-
-
-def _bench(
-    name: str,
-    domain: str,
-    kind: AnswerKind,
-    default: str,
-    project_defined: bool = False,
-    **splits: SplitSpec,
-) -> UpstreamSpec:
-    return UpstreamSpec(name, domain, kind, default, dict(splits), project_defined)
-
-
-def _s(schema: Schema, *paths: str, subset: tuple[str, float, bool] | None = None) -> SplitSpec:
-    return SplitSpec(tuple(paths), schema, subset)
-
-
-_VWA = "web_action/vigorl_web_action_MCTS.jsonl"
-
-#: SPEC §2.1 table, keyed by env name (the `X` of `ViGoRL/X-v0`).
-BENCHMARKS: dict[str, UpstreamSpec] = {
-    b.name: b
-    for b in (
-        _bench(
-            "SAT2",
-            "spatial_reasoning",
-            "option_text",
-            "train",
-            mcts=_s("E", "spatial_reasoning/vigorl_sat2_MCTS.jsonl"),
-            train=_s("R", "spatial_reasoning/vigorl_sat2_train_RL.jsonl"),
-            val=_s("R", "spatial_reasoning/vigorl_sat2_val_RL.jsonl"),
-            test=_s("E", "spatial_reasoning/sat2_test/sat2_test.jsonl"),
-        ),
-        _bench(
-            "BLINK",
-            "spatial_reasoning",
-            "option_text",
-            "val",
-            val=_s("E", "spatial_reasoning/blink/blink_validation.jsonl"),
-        ),
-        _bench(
-            "RoboSpatial",
-            "spatial_reasoning",
-            "option_text",
-            "test",
-            True,
-            test=_s("E", "spatial_reasoning/robospatial/robospatial_test.jsonl"),
-        ),
-        _bench(
-            "VStar",
-            "visual_search",
-            "option_text",
-            "test",
-            test=_s("E", "visual_search/vstar/vstarbench_test.jsonl"),
-            test_rl=_s("R", "visual_search/vstar/vstarbench_test_RL.jsonl"),
-        ),
-        _bench(
-            "VisualSearchSA",
-            "visual_search",
-            "option_text",
-            "train",
-            mcts=_s("E", "vstar/vigorl_SA_MCTS.jsonl", "visual_search/vigorl_SA_MCTS.jsonl"),
-            train=_s("R", "visual_search/vigorl_SA_RL.jsonl"),
-        ),
-        _bench(
-            "OSAtlas",
-            "web_grounding",
-            "point_in_box",
-            "train",
-            mcts=_s("E", "web_grounding/vigorl_osatlas_MCTS.jsonl"),
-            train=_s("R", "web_grounding/vigorl_osatlas_train_RL.jsonl"),
-            val=_s("R", "web_grounding/vigorl_osatlas_val_RL.jsonl"),
-        ),
-        _bench(
-            "ScreenSpotV2",
-            "web_grounding",
-            "point_in_box",
-            "test",
-            test=_s("E", "web_grounding/ScreenSpot-V2/screenspot_v2_test.jsonl"),
-        ),
-        _bench(
-            "ScreenSpotPro",
-            "web_grounding",
-            "point_in_box",
-            "test",
-            test=_s("E", "web_grounding/ScreenSpot-Pro/screenspot_pro_test.jsonl"),
-        ),
-        _bench(
-            "VisualWebArena",
-            "web_action",
-            "web_action",
-            "train",
-            mcts=_s("E", _VWA),
-            train=_s("E", _VWA, subset=("hash", 0.95, True)),
-            val=_s("E", _VWA, subset=("hash", 0.95, False)),
-        ),
-    )
-}
-
-
-# ---------------------------------------------------------------------------------------------
 # DATA_ROOT resolution and the missing-data message (§5.8, §15.11)
 # ---------------------------------------------------------------------------------------------
 
@@ -237,288 +109,6 @@ def _missing_file_message(
     return f"{head}{what}. DATA_ROOT = {str(root)!r} (from {src}){exists}. {how}"
 
 
-# ---------------------------------------------------------------------------------------------
-# Text normalization, options, boxes
-# ---------------------------------------------------------------------------------------------
-
-
-def normalize_prompt_text(text: str) -> str:
-    """Turn the literal two-character `\\n` and `\\"` of upstream RL files into newline and `"` (§4.6)."""
-    if "\\" not in text:
-        return text
-    return text.replace("\\n", "\n").replace('\\"', '"')
-
-
-def normalize_question(question: str) -> tuple[str, int]:
-    """Exactly one `<image>` (§2.6): prepend it if absent; drop extras. Returns (text, markers removed)."""
-    n = question.count(IMAGE_MARKER)
-    if n == 0:
-        return IMAGE_MARKER + question, 0
-    if n == 1:
-        return question, 0
-    first = question.index(IMAGE_MARKER) + len(IMAGE_MARKER)
-    return question[:first] + question[first:].replace(IMAGE_MARKER, ""), n - 1
-
-
-_OPTION_LINE = re.compile(r"^\s*(?:\(([A-Z])\)|([A-Z])[.)])\s+(\S.*?)\s*$")
-
-
-def parse_options(question: str) -> tuple[str, ...] | None:
-    """Options listed one per line as `A. text` (also `A) text`, `(A) text`), from A on; else None.
-
-    The first run of consecutive letters A, B, C… wins; fewer than two options count as none.
-    """
-    best: list[str] = []
-    run: list[str] = []
-    for line in question.splitlines():
-        m = _OPTION_LINE.match(line)
-        letter = (m.group(1) or m.group(2)) if m else None
-        if m and letter == chr(ord("A") + len(run)):
-            run.append(m.group(3))
-            continue
-        if len(run) >= 2:
-            best = run
-            break
-        run = [m.group(3)] if m and letter == "A" else []
-    else:
-        if len(run) >= 2:
-            best = run
-    return tuple(best) if best else None
-
-
-_NUM = r"[-+]?\d+(?:\.\d+)?"
-_BOX_RE = re.compile(
-    rf"^\s*[(\[]\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*,\s*({_NUM})\s*[)\]]\s*$"
-)
-
-
-def parse_box(
-    value: Any, where: str, field_name: str
-) -> tuple[str, tuple[float, float, float, float]]:
-    """GT of a point_in_box record: `"(x1, y1, x2, y2)"` (or a JSON list of 4 numbers).
-
-    Returns the canonical answer string and the box as floats (original frame, inclusive).
-    """
-    nums: list[float] | None = None
-    if isinstance(value, str):
-        m = _BOX_RE.match(value)
-        if m:
-            nums = [float(g) for g in m.groups()]
-    elif (
-        isinstance(value, list | tuple)
-        and len(value) == 4
-        and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
-    ):
-        nums = [float(v) for v in value]
-    if nums is None:
-        raise DataFormatError(
-            f"{where}: field {field_name!r} must be a box string '(x1, y1, x2, y2)' of four numbers, "
-            f"got {value!r}"
-        )
-    x1, y1, x2, y2 = nums
-    if x1 > x2 or y1 > y2:
-        raise DataFormatError(f"{where}: field {field_name!r} box {value!r} has x1 > x2 or y1 > y2")
-    canon = "(" + ", ".join(str(int(v)) if v.is_integer() else str(v) for v in nums) + ")"
-    return canon, (x1, y1, x2, y2)
-
-
-# ---------------------------------------------------------------------------------------------
-# Record parsing
-# ---------------------------------------------------------------------------------------------
-
-
-@dataclass
-class _FileCtx:
-    """What every line of one file shares."""
-
-    bench: UpstreamSpec
-    rel: str  # file path relative to DATA_ROOT (posix)
-    stem: str
-    root: str
-    prompt_newlines: str
-    extra_markers: list[str] = field(default_factory=list)
-
-    def where(self, line: int) -> str:
-        return f"{self.rel}, line {line}"
-
-
-def _scalar_id(value: Any, ctx: _FileCtx, line: int) -> str:
-    if value is None:
-        return f"{ctx.stem}:{line - 1}"
-    if isinstance(value, str | int | float) and not isinstance(value, bool):
-        return str(value)
-    raise DataFormatError(
-        f"{ctx.where(line)}: field 'id' must be a scalar, got {type(value).__name__}"
-    )
-
-
-def _str_field(
-    obj: Mapping[str, Any], key: str, ctx: _FileCtx, line: int, label: str | None = None
-) -> str:
-    label = label or key
-    if key not in obj:
-        raise DataFormatError(f"{ctx.where(line)}: required field {label!r} is missing")
-    v = obj[key]
-    if not isinstance(v, str):
-        raise DataFormatError(
-            f"{ctx.where(line)}: field {label!r} must be a string, got {type(v).__name__}"
-        )
-    return v
-
-
-def _image_ref(entry: Any, ctx: _FileCtx, line: int, sample_id: str, label: str) -> ImageRef:
-    """A schema E `image` or schema R `images[0]`: str path, {"path": str} or {"bytes": base64}."""
-    where = ctx.where(line)
-    if isinstance(entry, str):
-        if not entry:
-            raise DataFormatError(f"{where}: field {label!r} is an empty path")
-        return ImageRef(sample_id, ctx.rel, line, ctx.root, path=entry)
-    if isinstance(entry, dict):
-        b = entry.get("bytes")
-        if b is not None:
-            if not isinstance(b, str):
-                raise DataFormatError(
-                    f"{where}: field {label + '.bytes'!r} must be a base64 string"
-                )
-            return ImageRef(sample_id, ctx.rel, line, ctx.root, b64=b)
-        p = entry.get("path")
-        if isinstance(p, str) and p:
-            return ImageRef(sample_id, ctx.rel, line, ctx.root, path=p)
-        raise DataFormatError(f"{where}: field {label!r} must hold a non-empty 'path' or 'bytes'")
-    raise DataFormatError(
-        f"{where}: field {label!r} must be a path string, {{'path': ...}} or {{'bytes': ...}}, "
-        f"got {type(entry).__name__}"
-    )
-
-
-def _finish(
-    ctx: _FileCtx, line: int, sample_id: str, question: str, image: ImageRef, gt: Any, gt_label: str
-) -> Sample:
-    normalized = normalize_prompt_text(question)
-    options = parse_options(normalized)
-    text = normalized if ctx.prompt_newlines == "normalized" else question
-    text, removed = normalize_question(text)
-    if removed:
-        ctx.extra_markers.append(sample_id)
-    kind = ctx.bench.answer_kind
-    gt_box = None
-    if kind == "point_in_box":
-        answer, gt_box = parse_box(gt, ctx.where(line), gt_label)
-    else:
-        if not isinstance(gt, str):
-            raise DataFormatError(
-                f"{ctx.where(line)}: field {gt_label!r} must be a string, got {type(gt).__name__}"
-            )
-        answer = gt.strip()
-    return Sample(
-        sample_id=sample_id,
-        question=text,
-        image=image,
-        answer=answer,
-        answer_kind=kind,
-        gt_box=gt_box,
-        options=options,
-        meta={"source": ctx.rel, "line": line},
-    )
-
-
-def _parse_e(obj: dict[str, Any], ctx: _FileCtx, line: int) -> Sample:
-    sample_id = _scalar_id(obj.get("id"), ctx, line)
-    if "image" not in obj or obj["image"] is None:
-        raise DataFormatError(f"{ctx.where(line)}: required field 'image' is missing")
-    img = obj["image"]
-    if isinstance(img, list):  # LLaVA-style one-element list
-        if len(img) != 1:
-            raise DataFormatError(
-                f"{ctx.where(line)}: field 'image' lists {len(img)} images; envs take exactly one"
-            )
-        img = img[0]
-    image = _image_ref(img, ctx, line, sample_id, "image")
-    conv = obj.get("conversations")
-    if not isinstance(conv, list) or len(conv) < 2:
-        raise DataFormatError(
-            f"{ctx.where(line)}: field 'conversations' must be a list of [query, ground truth] turns"
-        )
-    for i in (0, 1):
-        if not isinstance(conv[i], dict):
-            raise DataFormatError(
-                f"{ctx.where(line)}: field 'conversations[{i}]' must be an object"
-            )
-    question = _str_field(conv[0], "value", ctx, line, "conversations[0].value")
-    if "value" not in conv[1]:
-        raise DataFormatError(
-            f"{ctx.where(line)}: required field 'conversations[1].value' is missing"
-        )
-    return _finish(
-        ctx, line, sample_id, question, image, conv[1]["value"], "conversations[1].value"
-    )
-
-
-def _parse_r(obj: dict[str, Any], ctx: _FileCtx, line: int) -> Sample:
-    sample_id = _scalar_id(obj.get("id"), ctx, line)
-    problem = _str_field(obj, "problem", ctx, line)
-    images = obj.get("images")
-    if images is None:
-        raise DataFormatError(f"{ctx.where(line)}: required field 'images' is missing")
-    if isinstance(images, str | dict):
-        images = [images]
-    if not isinstance(images, list):
-        raise DataFormatError(
-            f"{ctx.where(line)}: field 'images' must be a list, got {type(images).__name__}"
-        )
-    if len(images) != 1:
-        raise DataFormatError(
-            f"{ctx.where(line)}: field 'images' has {len(images)} entries; envs are single-image "
-            "(len(images) must be 1)"
-        )
-    image = _image_ref(images[0], ctx, line, sample_id, "images[0]")
-    if "answer" not in obj:
-        raise DataFormatError(f"{ctx.where(line)}: required field 'answer' is missing")
-    return _finish(ctx, line, sample_id, problem, image, obj["answer"], "answer")
-
-
-def parse_file(
-    path: Path,
-    bench: UpstreamSpec,
-    schema: Schema,
-    *,
-    data_root: Path,
-    prompt_newlines: str = "normalized",
-) -> list[Sample]:
-    """Parse one JSONL file of `schema` into samples (file order; blank lines skipped)."""
-    try:
-        rel = path.relative_to(data_root).as_posix()
-    except ValueError:
-        rel = str(path)
-    ctx = _FileCtx(bench, rel, path.stem, str(data_root.resolve()), prompt_newlines)
-    parse = _parse_e if schema == "E" else _parse_r
-    samples: list[Sample] = []
-    with open(path, encoding="utf-8") as fh:
-        for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"{ctx.where(line_no)}: malformed JSON ({e.msg} at column {e.colno})"
-                ) from e
-            if not isinstance(obj, dict):
-                raise DataFormatError(
-                    f"{ctx.where(line_no)}: expected a JSON object, got {type(obj).__name__}"
-                )
-            samples.append(parse(obj, ctx, line_no))
-    if ctx.extra_markers:
-        logger.warning(
-            "%s: %d record(s) had more than one <image> marker; extras removed (e.g. %s)",
-            rel,
-            len(ctx.extra_markers),
-            ", ".join(repr(s) for s in ctx.extra_markers[:5]),
-        )
-    return samples
-
-
-# ---------------------------------------------------------------------------------------------
 # The dataset
 # ---------------------------------------------------------------------------------------------
 
