@@ -9,8 +9,13 @@
         --sft.val-file chains/val.jsonl
 
 Results go to `runs/sft/<name>/` (checkpoint-N/ Hugging Face folders, metrics.jsonl, tb/); an
-interrupted run resumes from its latest checkpoint. Multi-GPU (DeepSpeed ZeRO-3) is not implemented
-yet.
+interrupted run resumes from its latest checkpoint.
+
+Multi-GPU (DeepSpeed ZeRO-2/3, SPEC §10.2; global batch kept at 32 whatever the GPU count):
+
+    deepspeed --num_gpus 8 -m experiments.sft spatial-3b --sft.deepspeed zero3 \
+        --sft.train-file chains/train.jsonl
+    torchrun --nproc_per_node 2 -m experiments.sft debug-zero3   # tiny model, 2 GPUs
 
 The debug data: SynthGrounding samples become single-turn chains
 `<think>\\nThe target is at (x, y).\\n</think>\\n<answer> (x, y) </answer>` with (x, y) the centre of the
@@ -162,6 +167,7 @@ def _paper(model: str, max_pixels: int) -> SFTConfig:
         weight_decay=0.01,
         per_device_batch=1,
         grad_accum=32,
+        global_batch=32,  # grad_accum = 32 / (per_device_batch × world size) under DeepSpeed
         cutoff_len=8192,
         bf16=True,
         gradient_checkpointing=True,
@@ -202,6 +208,17 @@ PRESETS: dict[str, tuple[str, Args]] = {
         ),
     ),
 }
+PRESETS["debug-zero3"] = (
+    "GPU smoke run of the DeepSpeed path: the debug preset under ZeRO-3, bf16, global batch 4 "
+    "(launch with `torchrun --nproc_per_node N -m experiments.sft debug-zero3`).",
+    replace(
+        PRESETS["debug"][1],
+        sft=replace(
+            PRESETS["debug"][1].sft, deepspeed="zero3", bf16=True, global_batch=4, device="cuda"
+        ),
+        name="debug-zero3",
+    ),
+)
 for _dom, _px in _DOMAIN_PIXELS.items():
     for _size, _model in _QWEN.items():
         PRESETS[f"{_dom}-{_size}"] = (
@@ -213,6 +230,25 @@ for _dom, _px in _DOMAIN_PIXELS.items():
         )
 
 
+def _debug_data_once(out: Path, spec: DebugData) -> tuple[Path, Path]:
+    """make_debug_data on rank 0 only; other ranks of a multi-process launch wait for it."""
+    import os
+    import time
+
+    done = out / ".done"
+    if int(os.environ.get("RANK", "0")) == 0:
+        done.unlink(missing_ok=True)
+        paths = make_debug_data(out, spec)
+        done.write_text("ok")
+        return paths
+    deadline = time.monotonic() + 600
+    while not done.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"rank 0 did not write the debug data under {out}")
+        time.sleep(0.5)
+    return out / "train.jsonl", out / "val.jsonl"
+
+
 def run(args: Args) -> dict:
     out = args.out_root / args.name
     sft = args.sft
@@ -221,9 +257,11 @@ def run(args: Args) -> dict:
     if not sft.train_file:
         if args.debug_data is None:
             raise SystemExit("--sft.train-file is required (or use the debug preset)")
-        train_file, val_file = make_debug_data(Path(sft.output_dir) / "data", args.debug_data)
+        train_file, val_file = _debug_data_once(Path(sft.output_dir) / "data", args.debug_data)
         sft = replace(sft, train_file=str(train_file), val_file=str(val_file))
     result = train(sft)
+    if int(__import__("os").environ.get("RANK", "0")) != 0:
+        return result
     last = result["history"][-1] if result["history"] else {}
     print(
         f"step {result['step']}: loss {last.get('loss', float('nan')):.4f}, "

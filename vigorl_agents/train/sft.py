@@ -30,8 +30,19 @@ What the loop does, and why:
 * **Logging**: `metrics.jsonl` (always) and tensorboard (`torch.utils.tensorboard`, only if the
   `tensorboard` package is installed): loss, lr, grad norm, tokens/s, supervised tokens.
 
-Multi-GPU (DeepSpeed ZeRO-2/3 through the standard launcher) is NOT implemented: see
-`_deepspeed_hook`.
+Multi-GPU: DeepSpeed ZeRO-2/3 through the standard launcher (`deepspeed --num_gpus N -m ...` or
+`torchrun --nproc_per_node N -m ...`) with `deepspeed="zero2" | "zero3" | <json>`:
+
+* the config dict comes from `distributed.deepspeed_config` (bf16, batch sizes, clipping 1.0, ZeRO
+  stage); `global_batch` fixes `per_device_batch × grad_accum × world_size` (grad_accum derived);
+* the same torch AdamW and warmup-cosine LambdaLR are handed to `deepspeed.initialize`;
+* optimizer step s covers the same micro-batches as on one process; micro-batch k of the step goes
+  to rank k mod world_size; a rank short of micro-batches at the end of an epoch runs a zero-weight
+  filler so that every rank makes the same number of collective forward/backward passes; the loss is
+  scaled so that the gradient equals the one-process gradient (both `loss_agg` modes);
+* rank 0 logs and writes metrics; `checkpoint-N/` holds the HF folder (ZeRO-3: 16-bit weights
+  gathered from all ranks) plus `deepspeed/` (`engine.save_checkpoint`: fp32 master weights,
+  optimizer and scheduler partitions) for exact resume through `engine.load_checkpoint`.
 """
 
 from __future__ import annotations
@@ -57,12 +68,21 @@ from vigorl_agents.train.data import (
     load_sft_file,
     preflight,
 )
+from vigorl_agents.train.distributed import (
+    DistEnv,
+    deepspeed_config,
+    dist_env,
+    rank_micro_batches,
+    resolve_grad_accum,
+    zero_stage,
+)
 from vigorl_env.protocol import FORCED_PREFIX
 
 logger = logging.getLogger(__name__)
 
 STATE_FILE = "trainer_state.pt"
 STATE_VERSION = 1
+DS_DIR = "deepspeed"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -116,8 +136,11 @@ class SFTConfig:
     """e.g. "sdpa" or "flash_attention_2" (paper); None = transformers' default."""
     save_optimizer: bool = True
     """Write trainer_state.pt with the optimizer (exact resume). False: model-only checkpoints."""
+    global_batch: int | None = None
+    """Effective batch (sequences per optimizer step) over all ranks; when set, grad_accum is
+    derived: per_device_batch × grad_accum × world_size = global_batch (paper: 32)."""
     deepspeed: str | None = None
-    """DeepSpeed config path: NOT implemented yet (raises)."""
+    """None (one process), "zero2", "zero3" or a DeepSpeed JSON config; needs the launcher."""
 
 
 # =========================================================================== loss
@@ -166,19 +189,24 @@ def _freeze_vision(model: Any) -> int:
     return n
 
 
-def _deepspeed_hook(cfg: SFTConfig) -> None:
-    # ------------------------------------------------------------------ DEEPSPEED HOOK (TODO)
-    # Multi-GPU / multi-node (SPEC §10.2: ZeRO-3, 8 GPUs, effective batch 32) goes here:
-    # `deepspeed.initialize(model=..., optimizer=..., lr_scheduler=..., config=cfg.deepspeed)`
-    # launched with `deepspeed experiments/sft.py ...` / torchrun; a DistributedSampler-equivalent
-    # split of `_epoch_order` by rank; `engine.backward` / `engine.step`; rank-0 logging; ZeRO-3
-    # weights gathered with `engine.save_16bit_model` / `zero_to_fp32` for the HF folder and
-    # `engine.save_checkpoint` next to it for exact resume. Not implemented in this version.
-    if cfg.deepspeed:
-        raise NotImplementedError(
-            "DeepSpeed is not implemented yet (vigorl_agents/train/sft.py: _deepspeed_hook); "
-            "run single-process (CPU or one GPU) or leave `deepspeed` unset"
-        )
+def _loss_module(model: Any) -> Any:
+    """nn.Module around the HF model whose forward returns `compute_loss`'s loss sum: what
+    DeepSpeed wraps, so that ZeRO-3's hooks see the whole forward (root module included)."""
+    import torch
+
+    class SFTLossModule(torch.nn.Module):
+        def __init__(self, inner: Any):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, batch: dict[str, Any]) -> Any:
+            return compute_loss(self.inner, batch)[0]
+
+    return SFTLossModule(model)
+
+
+def _strip_prefix(sd: dict[str, Any], prefix: str = "inner.") -> dict[str, Any]:
+    return {(k[len(prefix) :] if k.startswith(prefix) else k): v for k, v in sd.items()}
 
 
 def _load_model(path: str, cfg: SFTConfig, device: Any):
@@ -213,9 +241,10 @@ def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path
     return sorted(found)
 
 
-def read_checkpoint_state(folder: Path) -> dict[str, Any]:
+def read_checkpoint_state(folder: Path, deepspeed: bool = False) -> dict[str, Any]:
     """Validate a checkpoint folder for resume and return its trainer state.
 
+    `deepspeed`: the resuming run uses DeepSpeed (the optimizer state is in `folder/deepspeed/`).
     Raises `CheckpointError` naming the folder and what is wrong; reads only."""
     import torch
 
@@ -239,6 +268,15 @@ def read_checkpoint_state(folder: Path) -> dict[str, Any]:
     missing = [k for k in need if k not in state] if isinstance(state, dict) else list(need)
     if missing:
         raise CheckpointError(f"cannot resume from {folder}: {STATE_FILE} lacks {missing}")
+    written_by_ds = bool(state.get("deepspeed"))
+    if written_by_ds != deepspeed:
+        raise CheckpointError(
+            f"cannot resume from {folder}: written by a "
+            f"{'DeepSpeed' if written_by_ds else 'single-process'} run, this run is "
+            f"{'DeepSpeed' if deepspeed else 'single-process'}"
+        )
+    if deepspeed and not (folder / DS_DIR / "latest").is_file():
+        raise CheckpointError(f"cannot resume from {folder}: {DS_DIR}/latest is missing")
     m = _CKPT.match(folder.name)
     if m and int(m.group(1)) != state["step"]:
         raise CheckpointError(
@@ -294,7 +332,6 @@ class SFTTrainer:
 
         from vigorl_agents.models.load import resolve_model
 
-        _deepspeed_hook(cfg)
         if cfg.lora:
             try:
                 import peft  # noqa: F401
@@ -309,13 +346,43 @@ class SFTTrainer:
             raise ValueError("SFTConfig.train_file is required")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu") if cfg.device == "auto" else cfg.device
+        self.ds = bool(cfg.deepspeed)
+        self.env = dist_env() if self.ds else DistEnv()
+        if not self.ds and dist_env().world_size > 1:
+            raise ValueError("a multi-process launch needs SFTConfig.deepspeed (zero2 / zero3)")
+        self.world = self.env.world_size
+        self.grad_accum = resolve_grad_accum(
+            cfg.per_device_batch, cfg.grad_accum, cfg.global_batch, self.world
         )
+        self.micro_per_step = self.grad_accum * self.world
+        self.engine: Any = None
+        self.ds_config: dict[str, Any] | None = None
+        if self.ds:
+            self.ds_config = deepspeed_config(cfg, self.world)  # validates before any import
+            try:
+                import deepspeed
+            except ImportError as e:
+                raise ImportError(
+                    "SFTConfig.deepspeed needs the `deepspeed` package (DeepSpeed is not installed)"
+                ) from e
+            if not torch.cuda.is_available():
+                raise RuntimeError("SFTConfig.deepspeed (DeepSpeed ZeRO) needs CUDA GPUs")
+            self.ds_config = deepspeed_config(cfg, self.world)
+            torch.cuda.set_device(self.env.local_rank)
+            deepspeed.init_distributed(dist_backend="nccl")
+            self.device = torch.device("cuda", self.env.local_rank)
+        else:
+            self.device = torch.device(
+                ("cuda" if torch.cuda.is_available() else "cpu")
+                if cfg.device == "auto"
+                else cfg.device
+            )
         # Resume: validate before anything is written (a damaged folder must stay as it is).
         ckpts = list_checkpoints(self.out)
         self.resume_from: Path | None = ckpts[-1][1] if ckpts else None
-        resume_state = read_checkpoint_state(self.resume_from) if self.resume_from else None
+        resume_state = (
+            read_checkpoint_state(self.resume_from, deepspeed=self.ds) if self.resume_from else None
+        )
         _seed_all(cfg.seed)
         src = str(self.resume_from) if self.resume_from else resolve_model(cfg.model)
         try:
@@ -340,7 +407,7 @@ class SFTTrainer:
         if n == 0:
             raise ValueError(f"{cfg.train_file}: no example left after filtering")
         self.n_micro = math.ceil(n / cfg.per_device_batch)
-        self.steps_per_epoch = math.ceil(self.n_micro / cfg.grad_accum)
+        self.steps_per_epoch = math.ceil(self.n_micro / self.micro_per_step)
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
 
@@ -359,6 +426,16 @@ class SFTTrainer:
         warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.step = 0
+        if self.ds:
+            import deepspeed
+
+            self.engine, _, _, _ = deepspeed.initialize(
+                model=_loss_module(self.model),
+                optimizer=self.optimizer,
+                lr_scheduler=self.scheduler,
+                config=self.ds_config,
+            )
+            self.zero_stage = zero_stage(self.ds_config)
         if resume_state is not None:
             if (
                 resume_state["num_examples"] != n
@@ -370,20 +447,35 @@ class SFTTrainer:
                     f"steps/epoch), this run has {n} ({self.steps_per_epoch})"
                 )
             try:
-                self.optimizer.load_state_dict(resume_state["optimizer"])
-                self.scheduler.load_state_dict(resume_state["scheduler"])
-            except (ValueError, KeyError, RuntimeError) as e:
+                if self.ds:
+                    path, _ = self.engine.load_checkpoint(
+                        str(self.resume_from / DS_DIR),
+                        load_optimizer_states=True,
+                        load_lr_scheduler_states=True,
+                    )
+                    if path is None:
+                        raise RuntimeError("deepspeed found no checkpoint")
+                else:
+                    self.optimizer.load_state_dict(resume_state["optimizer"])
+                    self.scheduler.load_state_dict(resume_state["scheduler"])
+            except (ValueError, KeyError, RuntimeError, AssertionError) as e:
                 raise CheckpointError(
                     f"cannot resume from {self.resume_from}: optimizer/scheduler state does not "
                     f"fit this model ({e})"
                 ) from e
-            _set_rng_state(resume_state["rng"])
+            rng = resume_state["rng"]
+            rank_rng = self.resume_from / DS_DIR / f"rng_rank{self.env.rank}.pt"
+            if self.ds and rank_rng.is_file():
+                rng = torch.load(rank_rng, map_location="cpu", weights_only=False)
+            _set_rng_state(rng)
             self.step = int(resume_state["step"])
             logger.info("resumed from %s at step %d", self.resume_from, self.step)
-        n_train = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        n_train = sum(
+            getattr(p, "ds_numel", p.numel()) for p in self.model.parameters() if p.requires_grad
+        )  # ds_numel: ZeRO-3 partitioned params report numel() 0
         logger.info(
             "SFT: %d examples, %d micro-batches/epoch, %d steps/epoch, %d planned, stop at %d; "
-            "%d trainable params, %d frozen (vision); device %s",
+            "%d trainable params, %d frozen (vision); device %s; rank %d/%d, grad_accum %d%s",
             n,
             self.n_micro,
             self.steps_per_epoch,
@@ -392,6 +484,10 @@ class SFTTrainer:
             n_train,
             self.frozen,
             self.device,
+            self.env.rank,
+            self.world,
+            self.grad_accum,
+            f", DeepSpeed ZeRO-{self.zero_stage}" if self.ds else "",
         )
 
     # ------------------------------------------------------------------ data
@@ -414,15 +510,19 @@ class SFTTrainer:
 
     def position(self, step: int) -> tuple[int, int]:
         """(epoch, first micro-batch index within the epoch) of optimizer step `step` (0-based)."""
-        return step // self.steps_per_epoch, (step % self.steps_per_epoch) * self.cfg.grad_accum
+        return step // self.steps_per_epoch, (step % self.steps_per_epoch) * self.micro_per_step
 
-    def window(self, step: int) -> list[list[int]]:
-        """Example indices of each micro-batch of optimizer step `step`."""
+    def global_window(self, step: int) -> list[list[int]]:
+        """Example indices of each micro-batch of optimizer step `step`, all ranks."""
         epoch, first = self.position(step)
         order = self._epoch_order(epoch)
         b = self.cfg.per_device_batch
-        last = min(first + self.cfg.grad_accum, self.n_micro)
+        last = min(first + self.micro_per_step, self.n_micro)
         return [order[i * b : (i + 1) * b] for i in range(first, last)]
+
+    def window(self, step: int) -> list[list[int]]:
+        """Example indices of each micro-batch of optimizer step `step` on this rank."""
+        return rank_micro_batches(self.global_window(step), self.env.rank, self.world)
 
     def _micro_batch(self, idx: list[int]) -> dict[str, Any] | None:
         examples: list[TokenizedExample] = []
@@ -445,7 +545,7 @@ class SFTTrainer:
 
         import torch
 
-        if not self.cfg.bf16:
+        if not self.cfg.bf16 or self.ds:  # DeepSpeed bf16: the engine holds bf16 weights
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -453,6 +553,8 @@ class SFTTrainer:
         """One optimizer step over the next accumulation window; returns its metrics."""
         import torch
 
+        if self.ds:
+            return self._train_step_ds()
         t0 = time.perf_counter()
         self.model.train()
         batches = [b for b in (self._micro_batch(ix) for ix in self.window(self.step)) if b]
@@ -499,20 +601,93 @@ class SFTTrainer:
             "tokens_per_s": tokens / dt if dt > 0 else float("nan"),
         }
 
+    def _filler(self) -> dict[str, Any]:
+        """A valid micro-batch of the current step for a rank that has none left (weight 0)."""
+        for ix in self.global_window(self.step):
+            b = self._micro_batch(ix)
+            if b is not None:
+                return b
+        raise RuntimeError(f"step {self.step}: every example of the window failed preflight")
+
+    def _train_step_ds(self) -> dict[str, Any]:
+        """DeepSpeed step: this rank's micro-batches (padded to grad_accum with zero-weight
+        fillers), loss scaled so that the averaged gradient equals the one-process one."""
+        import torch
+        import torch.distributed as dist
+
+        t0 = time.perf_counter()
+        self.engine.train()
+        real = [b for b in (self._micro_batch(ix) for ix in self.window(self.step)) if b]
+        stats = torch.tensor(
+            [len(real), sum(_num_supervised(b) for b in real)],
+            dtype=torch.float64,
+            device=self.device,
+        )
+        dist.all_reduce(stats)
+        n_mb, total_sup = int(stats[0]), int(stats[1])
+        if n_mb == 0:
+            raise RuntimeError(f"step {self.step}: every example of the window failed preflight")
+        work = [(b, 1.0) for b in real]
+        if len(work) < self.grad_accum:
+            filler = real[0] if real else self._filler()
+            work += [(filler, 0.0)] * (self.grad_accum - len(work))
+        scale = self.grad_accum * self.world  # undone by the engine (1/gas) and the DP mean (1/W)
+        lr = self.scheduler.get_last_lr()[0]
+        loss_value = torch.zeros((), dtype=torch.float64, device=self.device)
+        tokens = 0
+        for b, weight in work:
+            loss_sum = self.engine(b)
+            if self.cfg.loss_agg == "microbatch_mean":
+                loss = loss_sum * (weight * scale / (_num_supervised(b) * n_mb))
+            else:
+                loss = loss_sum * (weight * scale / total_sup)
+            self.engine.backward(loss)
+            self.engine.step()
+            loss_value += loss.detach().double() / scale
+            tokens += int(b["attention_mask"].sum()) if weight else 0
+        totals = torch.stack(
+            [loss_value, torch.tensor(float(tokens), dtype=torch.float64, device=self.device)]
+        )
+        dist.all_reduce(totals)
+        norm = self.engine.get_global_grad_norm()
+        grad_norm = float(norm) if norm is not None else float("nan")
+        self.step += 1
+        dt = time.perf_counter() - t0
+        epoch, _ = self.position(self.step - 1)
+        return {
+            "step": self.step,
+            "epoch": epoch,
+            "loss": float(totals[0]),
+            "lr": lr,
+            "grad_norm": grad_norm,
+            "skipped": not math.isfinite(grad_norm),
+            "tokens": int(totals[1]),
+            "supervised_tokens": total_sup,
+            "micro_batches": n_mb,
+            "step_time_s": dt,
+            "tokens_per_s": float(totals[1]) / dt if dt > 0 else float("nan"),
+        }
+
     def evaluate(self) -> float:
         """Token-mean loss over all supervised tokens of the val file."""
         import torch
 
         if self.val_ds is None or len(self.val_ds) == 0:
             return float("nan")
-        self.model.eval()
+        (self.engine or self.model).eval()
         total, count = 0.0, 0
         b = self.cfg.per_device_batch
         with torch.no_grad():
+            # DeepSpeed: every rank evaluates the whole file (ZeRO-3 forwards are collective)
             for i in range(0, len(self.val_ds), b):
                 batch = collate(
                     [self.val_ds[j] for j in range(i, min(i + b, len(self.val_ds)))], self.pad_id
                 )
+                if self.ds:
+                    s, n = self.engine(batch), _num_supervised(batch)
+                    total += float(s)
+                    count += n
+                    continue
                 with self._autocast():
                     s, n = compute_loss(self.model, batch)
                 total += float(s)
@@ -521,10 +696,69 @@ class SFTTrainer:
 
     # ------------------------------------------------------------------ checkpoints
 
+    def _barrier(self) -> None:
+        if self.ds:
+            import torch.distributed as dist
+
+            dist.barrier()
+
+    def _save_checkpoint_ds(self) -> Path:
+        import torch
+
+        final = self.out / f"checkpoint-{self.step}"
+        tmp = self.out / f".tmp-checkpoint-{self.step}"
+        main = self.env.is_main
+        self._barrier()
+        if main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        self._barrier()
+        if self.zero_stage == 3:  # collective: every rank sends its partitions to rank 0
+            sd = self.engine._zero3_consolidated_16bit_state_dict()
+        else:
+            sd = self.engine.module.state_dict() if main else None
+        if main:
+            self.model.save_pretrained(tmp, state_dict=_strip_prefix(sd))
+            self.processor.save_pretrained(tmp)
+        del sd
+        epoch, micro = self.position(self.step)
+        self.engine.save_checkpoint(
+            str(tmp / DS_DIR), tag=f"global_step{self.step}", client_state={"step": self.step}
+        )
+        torch.save(_rng_state(), tmp / DS_DIR / f"rng_rank{self.env.rank}.pt")
+        if main:
+            state = {
+                "version": STATE_VERSION,
+                "deepspeed": True,
+                "world_size": self.world,
+                "step": self.step,
+                "epoch": epoch,
+                "micro_index": micro,
+                "steps_per_epoch": self.steps_per_epoch,
+                "num_examples": len(self.train_ds),
+                "optimizer": None,  # in deepspeed/ (ZeRO partitions)
+                "scheduler": None,
+                "rng": _rng_state(),
+                "config": asdict(self.cfg),
+                "ds_config": self.ds_config,
+            }
+            torch.save(state, tmp / STATE_FILE)
+        self._barrier()
+        if main:
+            if final.exists():
+                shutil.rmtree(final)
+            tmp.rename(final)
+            logger.info("saved %s", final)
+        self._barrier()
+        return final
+
     def save_checkpoint(self) -> Path:
         """Write `checkpoint-{step}` atomically (temporary folder renamed into place)."""
         import torch
 
+        if self.ds:
+            return self._save_checkpoint_ds()
         final = self.out / f"checkpoint-{self.step}"
         tmp = self.out / f".tmp-checkpoint-{self.step}"
         if tmp.exists():
@@ -556,14 +790,24 @@ class SFTTrainer:
     # ------------------------------------------------------------------ loop
 
     def run(self) -> dict[str, Any]:
+        import contextlib
+
+        main = self.env.is_main
         self.out.mkdir(parents=True, exist_ok=True)
-        writer = _tensorboard(self.out / "tb")
+        writer = _tensorboard(self.out / "tb") if main else None
         history: list[dict[str, Any]] = []
         last_ckpt: Path | None = self.resume_from
         val_loss = float("nan")
-        with (self.out / "metrics.jsonl").open("a", encoding="utf-8") as metrics:
+        metrics_cm = (
+            (self.out / "metrics.jsonl").open("a", encoding="utf-8")
+            if main
+            else contextlib.nullcontext(None)
+        )
+        with metrics_cm as metrics:
 
             def log(rec: dict[str, Any]) -> None:
+                if metrics is None:  # ranks > 0 do not log
+                    return
                 metrics.write(json.dumps(rec) + "\n")
                 metrics.flush()
                 if writer is not None:
@@ -574,7 +818,7 @@ class SFTTrainer:
             while self.step < self.stop_step:
                 m = self.train_step()
                 history.append(m)
-                if self.step % self.cfg.log_every == 0 or self.step == self.stop_step:
+                if main and (self.step % self.cfg.log_every == 0 or self.step == self.stop_step):
                     log(m)
                     logger.info(
                         "step %d/%d loss %.4f lr %.3g grad %.3f %.0f tok/s",
