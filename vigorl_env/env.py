@@ -275,10 +275,10 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
             return np.asarray(img), crop
 
         arr, crop = self._crops.get_or(key, make)
-        if crop.point != tuple(
-            point
-        ):  # a cached crop of the same clamped point: keep this call's flag
-            crop = CropInfo(point=crop.point, box=crop.box, clamped=crop.point != tuple(point))
+        # the cache is keyed by the clamped point; the clamped flag belongs to this call's raw point
+        clamped = crop.point != tuple(point)
+        if crop.clamped != clamped:
+            crop = CropInfo(point=crop.point, box=crop.box, clamped=clamped)
         return arr, crop
 
     def _finish(self, info: dict[str, Any], reason: str, *, truncated: bool):

@@ -237,7 +237,7 @@ def test_token_mean_aggregation_option(tiny_qwen25_dir, train_file, tmp_path):
 
 
 def test_unsupported_options_raise(tiny_qwen25_dir, train_file, tmp_path):
-    with pytest.raises(FileNotFoundError, match="ds.json"):  # a DeepSpeed JSON that isn't there
+    with pytest.raises(FileNotFoundError, match=r"ds\.json"):  # a DeepSpeed JSON that isn't there
         SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path, deepspeed="ds.json"))
     with pytest.raises((ImportError, NotImplementedError), match=r"peft|LoRA"):
         SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path, lora=True))

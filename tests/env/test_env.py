@@ -235,6 +235,10 @@ def test_clamped_point_and_dot_observation():
     assert obs["text"] == protocol.OBSERVATION_TEXT_DOT
     # SPEC §15.9: diversity uses the raw coordinates
     assert info["tool_call"] == {"coordinate": [-40, 5000]}
+    # the same clamped point asked for directly comes from the crop cache, but is not flagged clamped
+    obs2, _, _, _, info2 = env.step(tc(0, h - 1))
+    assert info2["crop"] == {"point": [0, h - 1], "box": info["crop"]["box"], "clamped": False}
+    assert (obs2["image"] == obs["image"]).all()
 
 
 def test_single_turn_grounding_reward_in_model_frame():
