@@ -46,12 +46,22 @@ class PolicyConfig:
 @contextlib.asynccontextmanager
 async def open_policy(cfg: PolicyConfig) -> AsyncIterator[Policy]:
     """Yield a ready Policy; everything it started (a server, an engine) is stopped on exit."""
+    with contextlib.ExitStack() as servers:
+        policy = _build(cfg, servers)
+        try:
+            yield policy
+        finally:
+            await policy.aclose()
+
+
+def _build(cfg: PolicyConfig, servers: contextlib.ExitStack) -> Policy:
+    """The backend's policy; a server launched for it is registered on `servers`."""
     from vigorl_agents.models.load import resolve_model
 
     if cfg.backend == "hf":
         from vigorl_agents.backends.hf import HFPolicy
 
-        policy = HFPolicy.from_pretrained(
+        return HFPolicy.from_pretrained(
             resolve_model(cfg.model),
             device=cfg.device,
             dtype=cfg.dtype,
@@ -59,50 +69,34 @@ async def open_policy(cfg: PolicyConfig) -> AsyncIterator[Policy]:
             min_pixels=cfg.min_pixels,
             max_pixels=cfg.max_pixels,
         )
-        try:
-            yield policy
-        finally:
-            await policy.aclose()
-    elif cfg.backend == "vllm-engine":
+    if cfg.backend == "vllm-engine":
         from vigorl_agents.backends.vllm_engine import VLLMEnginePolicy
 
-        policy = VLLMEnginePolicy(
+        return VLLMEnginePolicy(
             resolve_model(cfg.model),
             dtype=cfg.dtype,
             max_model_len=cfg.max_model_len,
             min_pixels=cfg.min_pixels,
             max_pixels=cfg.max_pixels,
         )
-        try:
-            yield policy
-        finally:
-            await policy.aclose()
-    elif cfg.backend == "vllm-server":
+    if cfg.backend == "vllm-server":
         from vigorl_agents.backends.vllm_server import VLLMServerPolicy
 
-        with contextlib.ExitStack() as stack:
-            endpoints: Sequence[str] = cfg.endpoints
-            name = cfg.served_model_name or cfg.model
-            if not endpoints:
-                from vigorl_agents.backends.launcher import VLLMServer
+        endpoints: Sequence[str] = cfg.endpoints
+        name = cfg.served_model_name or cfg.model
+        if not endpoints:
+            from vigorl_agents.backends.launcher import VLLMServer
 
-                server = VLLMServer(
-                    resolve_model(cfg.model),
-                    served_model_name="policy",
-                    dtype=cfg.dtype,
-                    max_model_len=cfg.max_model_len,
-                    min_pixels=cfg.min_pixels,
-                    max_pixels=cfg.max_pixels,
-                )
-                stack.enter_context(server)
-                endpoints, name = [server.base_url], "policy"
-                log.info("launched vLLM server at %s (pid %s)", server.base_url, server.pid)
-            policy = VLLMServerPolicy(list(endpoints), name)
-            try:
-                yield policy
-            finally:
-                await policy.aclose()
-    else:
-        raise ValueError(
-            f"unknown backend {cfg.backend!r}; expected hf, vllm-server or vllm-engine"
-        )
+            server = VLLMServer(
+                resolve_model(cfg.model),
+                served_model_name="policy",
+                dtype=cfg.dtype,
+                max_model_len=cfg.max_model_len,
+                min_pixels=cfg.min_pixels,
+                max_pixels=cfg.max_pixels,
+            )
+            servers.enter_context(server)
+            endpoints, name = [server.base_url], "policy"
+            log.info("launched vLLM server at %s (pid %s)", server.base_url, server.pid)
+        return VLLMServerPolicy(list(endpoints), name)
+    raise ValueError(f"unknown backend {cfg.backend!r}; expected hf, vllm-server or vllm-engine")

@@ -422,3 +422,30 @@ def test_many_concurrent_seeded_multimodal_requests_keep_the_engine_alive(policy
     params = [SAMPLE.with_(max_tokens=6, seed=1000 + i) for i in range(24)]
     out = _gen(loop, policy, convs, params)
     assert len(out) == 24 and all(len(o[0].token_ids) >= 1 for o in out)
+
+
+@pytest.mark.vllm
+def test_factory_opens_a_server_policy_and_an_eval_runs_through_it(vllm_server, tmp_path):
+    """experiments/eval.py's path with the vllm-server backend: factory → rollout → report."""
+    from vigorl_agents.eval import EvalConfig, evaluate
+    from vigorl_agents.factory import PolicyConfig, open_policy
+
+    cfg = PolicyConfig(
+        backend="vllm-server",
+        endpoints=(vllm_server.base_url,),
+        served_model_name=vllm_server.served_model_name,
+    )
+    ecfg = EvalConfig(
+        env_ids=("ViGoRL/SynthSearch-v0",),
+        limit=2,
+        max_tokens=8,
+        env_kwargs={"max_pixels": 64 * 28 * 28, "crop_size": 224},
+    )
+
+    async def go():
+        async with open_policy(cfg) as policy:
+            return await evaluate(policy, ecfg, tmp_path, policy_name="tiny (vllm-server)")
+
+    summary = asyncio.run(go())
+    assert summary["rows"][0]["n"] == 2
+    assert (tmp_path / "report.md").exists()
