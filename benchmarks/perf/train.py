@@ -1,0 +1,515 @@
+"""SFT train throughput: our step (`SFTTrainer.train_step`) vs a bare transformers loop, one GPU.
+
+Why: issue 4 item 6 asks for train tokens/s and MFU of our SFT step against plain transformers on
+the same model and batch, measured in the same run (target: ≥ 10× the plain loop, ≥ 30 % MFU).
+
+Setting: a randomly initialised model of Qwen2.5-VL-3B's shape (config built exactly as in
+`benchmarks.perf.hf_generate`: 36 × 2048 language model, 32 × 1280 vision tower, ~3.75 B params),
+SDPA attention, gradient checkpointing, batch 4; each sample is one random 1008² image (1,296
+image tokens) + text so that the sequence is `image tokens + 2 + text_tokens` long (default 1,810
+tokens: chat template, random user words and a supervised assistant answer). The four records go
+through our data path (`SFTDataset` → `tokenize_record`, `collate`), written as a vigorl JSONL.
+
+Sides, each timed as wall-clock per optimizer step with CUDA synchronised (median of `steps` after
+`warmup` steps):
+
+- ours: `SFTTrainer(SFTConfig(bf16=True, gradient_checkpointing=True, attn_implementation="sdpa",
+  per_device_batch=4, grad_accum=1))` with its defaults, so the vision tower + merger are frozen
+  (SPEC default), float32 master weights, forward under bf16 autocast, loss = cross-entropy at
+  supervised positions only, grad-norm clipping, AdamW + cosine schedule. The step includes
+  building the micro-batch (image processor on CPU), as in training. The only substitution: the
+  model comes from `from_config` (random init on the GPU) instead of `from_pretrained`
+  (`sft._load_model` is patched), the processor is the tiny model's (same tokenizer/template).
+- plain: the same architecture built in bf16 (bf16 weights, grads and AdamW state), the collated
+  batch of ours, `model(**batch, labels=labels).loss.backward(); opt.step(); opt.zero_grad()` with
+  torch AdamW and `gradient_checkpointing_enable(use_reentrant=False)`; timed twice: vision frozen
+  (like for like with ours) and everything trainable (the PERF_NOTES baseline).
+
+MFU = 6 · N_trainable · tokens/s / peak (also given with N = all parameters, PERF_NOTES'
+convention); tokens = non-padding tokens of the batch; peak = `peak_tflops` (989 TFLOP/s, H100 /
+H200 SXM bf16 dense). A cheap breakdown: our micro-batch build (CPU), the vision forward alone
+(no grad), and the language-model-only fwd+bwd (text ids of the same length, no pixels).
+
+    python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--out benchmarks/results/train.md]
+
+CPU smoke run (tiny model, small inputs; seconds):
+
+    .venv/bin/python -m benchmarks.perf.train --tiny --batch 2 --image-size 56 --text-tokens 64 \
+        --steps 1 --warmup 1
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+import platform
+import shlex
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import tyro
+from PIL import Image
+
+from benchmarks.machine import machine_name
+from benchmarks.perf.hf_generate import MAX_PIXELS, MIN_PIXELS, WORDS, qwen25_vl_3b_shape
+
+log = logging.getLogger("benchmarks.perf.train")
+
+
+@dataclass(frozen=True)
+class Args:
+    batch: int = 4
+    """Sequences per optimizer step (one micro-batch, no accumulation)."""
+    image_size: int = 1008
+    """Side of each sample's square random image (a multiple of 28)."""
+    text_tokens: int = 512
+    """Non-image tokens per sample (template + user text + answer); length = image tokens + 2 +
+    this."""
+    answer_words: int = 64
+    """Random words of the (supervised) assistant answer."""
+    steps: int = 5
+    """Timed optimizer steps per side (median reported)."""
+    warmup: int = 2
+    peak_tflops: float = 989.0
+    """bf16 dense peak used for MFU (H100 SXM; H200 has the same tensor-core peak)."""
+    sides: tuple[str, ...] = ("ours", "plain_frozen", "plain_full")
+    breakdown: bool = True
+    """Also time the vision forward alone and the language model alone (cheap)."""
+    tiny: bool = False
+    """Tiny random model (`vigorl_agents.models.tiny`) in float32 on CPU: a smoke run."""
+    seed: int = 0
+    out: Path | None = None
+    """Write the Markdown table here (and a .json beside it)."""
+
+
+# =========================================================================== data
+
+
+def make_data(args: Args, processor: Any, tmp: Path) -> tuple[Path, list[int]]:
+    """Write `batch` records (random image + words) as vigorl JSONL whose token length is
+    image tokens + 2 + text_tokens (the number of user words adjusted per record; the closest
+    length not above the target if it cannot be hit); return (file, lengths)."""
+    from vigorl_agents.train.data import SFTRecord, TokenizedExample, tokenize_record
+
+    rng = np.random.default_rng(args.seed)
+    merge = int(processor.image_processor.merge_size)
+    patch = int(processor.image_processor.patch_size)
+    target = (args.image_size // patch) ** 2 // merge**2 + 2 + args.text_tokens
+    lines, lengths = [], []
+    for i in range(args.batch):
+        img_path = tmp / f"img{i}.png"
+        pixels = rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(img_path)
+        answer = " ".join(rng.choice(WORDS, args.answer_words))
+        pool = rng.choice(WORDS, 2 * args.text_tokens + 16)
+        words, best, tried = max(1, args.text_tokens - args.answer_words - 30), None, set()
+        while words not in tried and 1 <= words <= len(pool):
+            tried.add(words)
+            rec = {
+                "messages": [
+                    {"role": "user", "content": "<image>" + " ".join(pool[:words])},
+                    {"role": "assistant", "content": answer},
+                ],
+                "images": [str(img_path)],
+            }
+            ex = tokenize_record(
+                SFTRecord(str(i), rec["messages"], [img_path]),
+                processor,
+                cutoff_len=10**6,
+                with_pixels=False,
+            )
+            assert isinstance(ex, TokenizedExample), ex
+            n = len(ex)
+            if n <= target and (best is None or n > best[1]):
+                best = (rec, n)
+            if n == target:
+                break
+            words += (target - n) if abs(target - n) > 1 else (1 if n < target else -1)
+        if best is None:
+            raise ValueError(f"sample {i}: even one user word exceeds {target} tokens")
+        lines.append(json.dumps(best[0]))
+        lengths.append(best[1])
+    path = tmp / "train.jsonl"
+    path.write_text("\n".join(lines) + "\n")
+    return path, lengths
+
+
+# =========================================================================== models
+
+
+def _processor(device: str) -> Any:
+    from vigorl_agents.models.load import load_hf, tiny_model_dir
+
+    _, processor = load_hf(
+        tiny_model_dir("tiny-qwen2.5-vl"),
+        device="cpu",
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+    )
+    return processor
+
+
+def _config(args: Args) -> Any:
+    from transformers import AutoConfig
+
+    from vigorl_agents.models.load import tiny_model_dir
+
+    tiny_cfg = AutoConfig.from_pretrained(tiny_model_dir("tiny-qwen2.5-vl"))
+    return tiny_cfg if args.tiny else qwen25_vl_3b_shape(tiny_cfg)
+
+
+def _build(args: Args, dtype: Any, device: str) -> Any:
+    import torch
+    from transformers import AutoModelForImageTextToText
+
+    torch.manual_seed(args.seed)
+    t = time.perf_counter()
+    with torch.device(device):
+        model = AutoModelForImageTextToText.from_config(
+            _config(args), dtype=dtype, attn_implementation="sdpa"
+        )
+    log.info("built %s model on %s in %.1f s", dtype, device, time.perf_counter() - t)
+    return model
+
+
+def _sync(device: str) -> None:
+    if device == "cuda":
+        import torch
+
+        torch.cuda.synchronize()
+
+
+def _time(fn: Callable[[], Any], device: str, warmup: int, steps: int) -> list[float]:
+    times = []
+    for i in range(warmup + steps):
+        _sync(device)
+        t = time.perf_counter()
+        fn()
+        _sync(device)
+        dt = time.perf_counter() - t
+        log.info("  %s %d: %.3f s", "warm-up" if i < warmup else "step", i, dt)
+        if i >= warmup:
+            times.append(dt)
+    return times
+
+
+def _free(device: str) -> None:
+    gc.collect()
+    if device == "cuda":
+        import torch
+
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_gib(device: str) -> float | None:
+    if device != "cuda":
+        return None
+    import torch
+
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2)
+
+
+def _n_params(model: Any) -> tuple[int, int]:
+    ps = list(model.parameters())
+    return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
+
+
+# =========================================================================== sides
+
+
+def run_ours(args: Args, train_file: Path, tmp: Path, device: str) -> tuple[dict, dict]:
+    """Time `SFTTrainer.train_step`; returns (row, the collated batch on CPU for the plain side)."""
+    import torch
+
+    from vigorl_agents.models.load import set_processor_pixel_bounds
+    from vigorl_agents.train import sft
+
+    def load(path: str, cfg: Any, dev: Any):
+        model = _build(args, torch.float32, str(dev))
+        processor = _processor(device)
+        set_processor_pixel_bounds(processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
+        return model, processor
+
+    cfg = sft.SFTConfig(
+        model="tiny-qwen2.5-vl",
+        train_file=str(train_file),
+        output_dir=str(tmp / "run"),
+        epochs=1000,
+        lr=1e-5,
+        per_device_batch=args.batch,
+        grad_accum=1,
+        bf16=not args.tiny,
+        gradient_checkpointing=True,
+        attn_implementation="sdpa",
+        min_pixels=MIN_PIXELS,
+        max_pixels=MAX_PIXELS,
+        device=device,
+        seed=args.seed,
+    )
+    saved, sft._load_model = sft._load_model, load
+    try:
+        trainer = sft.SFTTrainer(cfg)
+    finally:
+        sft._load_model = saved
+    n_all, n_train = _n_params(trainer.model)
+    losses: list[float] = []
+
+    def step(tr: Any = trainer) -> None:
+        losses.append(tr.train_step()["loss"])
+
+    times = _time(step, device, args.warmup, args.steps)
+    row: dict[str, Any] = {
+        "side": "ours",
+        "what": "SFTTrainer.train_step (fp32 master + bf16 autocast, vision frozen)",
+        "params": n_all,
+        "trainable": n_train,
+        "step_s": times,
+        "losses": losses,
+        "peak_mem_gib": _peak_gib(device),
+    }
+    batch = trainer._micro_batch(trainer.window(0)[0])
+    if args.breakdown:
+        window = trainer.window(0)[0]
+        data_t = _time(lambda tr=trainer: tr._micro_batch(window), "cpu", 0, 2)
+        row["micro_batch_build_s"] = statistics.median(data_t)
+        row["vision_fwd_s"] = _vision_fwd(trainer.model, batch, device, autocast=not args.tiny)
+    del trainer, step
+    _free(device)
+    return row, batch
+
+
+def _vision_fwd(model: Any, batch: dict, device: str, autocast: bool) -> float:
+    """Median seconds of the vision tower + merger forward on the batch's images (no grad)."""
+    import contextlib
+
+    import torch
+
+    visual = model.model.visual
+    dtype = next(visual.parameters()).dtype
+    pv = batch["pixel_values"].to(device, dtype)
+    grid = batch["image_grid_thw"].to(device)
+    ctx = (
+        (lambda: torch.autocast(device_type="cuda", dtype=torch.bfloat16))
+        if autocast and device == "cuda"
+        else contextlib.nullcontext
+    )
+
+    def fwd() -> None:
+        with torch.no_grad(), ctx():
+            visual(pv, grid_thw=grid)
+
+    return statistics.median(_time(fwd, device, 1, 2))
+
+
+def _to(batch: dict, device: str, dtype: Any) -> dict:
+    out = {k: v.to(device) for k, v in batch.items()}
+    if "pixel_values" in out:
+        out["pixel_values"] = out["pixel_values"].to(dtype)
+    return out
+
+
+def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[dict]:
+    """The bare transformers loop on the same batch (bf16 model, AdamW), vision frozen and full."""
+    import torch
+
+    dtype = torch.float32 if args.tiny else torch.bfloat16
+    model = _build(args, dtype, device)
+    model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    model.config.use_cache = False
+    model.train()
+    inputs = _to(batch, device, dtype)
+    rows = []
+    for side in sides:
+        frozen = side == "plain_frozen"
+        for p in model.model.visual.parameters():
+            p.requires_grad_(not frozen)
+        params = [p for p in model.parameters() if p.requires_grad]
+        opt = torch.optim.AdamW(params, lr=1e-5)
+        losses: list[float] = []
+
+        def step(model: Any = model, inputs: dict = inputs, opt: Any = opt, losses=losses):
+            loss = model(**inputs, use_cache=False).loss
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            losses.append(float(loss.detach()))
+
+        _free(device)
+        times = _time(step, device, args.warmup, args.steps)
+        n_all, n_train = _n_params(model)
+        rows.append(
+            {
+                "side": side,
+                "what": f"bare HF loop, {dtype}, vision {'frozen' if frozen else 'trainable'}",
+                "params": n_all,
+                "trainable": n_train,
+                "step_s": times,
+                "losses": losses,
+                "peak_mem_gib": _peak_gib(device),
+            }
+        )
+        del opt, step
+        _free(device)
+    if args.breakdown:
+        rows[-1]["vision_fwd_s"] = _vision_fwd(model, inputs, device, autocast=False)
+        rows[-1]["lm_only_fwd_bwd_s"] = _lm_only(args, model, inputs, device)
+    del model, inputs
+    _free(device)
+    return rows
+
+
+def _lm_only(args: Args, model: Any, inputs: dict, device: str) -> float:
+    """Median fwd+bwd seconds of the model on text-only ids of the same shape (no pixels)."""
+    import torch
+
+    ids = inputs["input_ids"].clone()
+    cfg = model.config
+    vision = (
+        (ids == cfg.image_token_id)
+        | (ids == cfg.vision_start_token_id)
+        | (ids == cfg.vision_end_token_id)
+    )
+    text = ids[~vision]
+    ids[vision] = text[torch.randint(0, text.numel(), (int(vision.sum()),), device=device)]
+
+    def fwd_bwd() -> None:
+        model(input_ids=ids, labels=ids, use_cache=False).loss.backward()
+        model.zero_grad(set_to_none=True)
+
+    return statistics.median(_time(fwd_bwd, device, 1, 2))
+
+
+# =========================================================================== report
+
+
+def summarise(row: dict, tokens: int, peak: float) -> dict:
+    t = statistics.median(row["step_s"])
+    tps = tokens / t
+    row["median_step_s"] = round(t, 3)
+    row["tokens_per_s"] = round(tps, 1)
+    row["mfu_trainable_pct"] = round(100 * 6 * row["trainable"] * tps / (peak * 1e12), 2)
+    row["mfu_all_params_pct"] = round(100 * 6 * row["params"] * tps / (peak * 1e12), 2)
+    row["step_s"] = [round(x, 3) for x in row["step_s"]]
+    return row
+
+
+def environment(device: str) -> dict[str, str]:
+    import torch
+    import transformers
+
+    return {
+        "gpu": torch.cuda.get_device_name() if device == "cuda" else "none (CPU)",
+        "host": machine_name(),
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+    }
+
+
+def render(args: Args, env: dict, rows: list[dict], tokens: int, lengths: list[int]) -> str:
+    by = {r["side"]: r for r in rows}
+    head = (
+        "| side | trainable params | step time (median) | tokens/s | MFU (6·N_trainable) "
+        "| MFU (6·N_all) | ours tok/s ÷ this tok/s | peak mem GiB |\n|---|---|---|---|---|---|---|---|"
+    )
+    ours = by.get("ours")
+    lines = []
+    for r in rows:
+        ratio = (
+            f"{r['median_step_s'] / ours['median_step_s']:.2f}×" if ours and r is not ours else "—"
+        )
+        lines.append(
+            f"| {r['side']}: {r['what']} | {r['trainable'] / 1e6:,.1f} M | {r['median_step_s']} s "
+            f"| {r['tokens_per_s']:,.0f} | {r['mfu_trainable_pct']} % | {r['mfu_all_params_pct']} % "
+            f"| {ratio} | {r['peak_mem_gib']} |"
+        )
+    extra = []
+    for r in rows:
+        for k in ("micro_batch_build_s", "vision_fwd_s", "lm_only_fwd_bwd_s"):
+            if k in r:
+                extra.append(f"- {r['side']}: {k} = {r[k]:.3f} s")
+    about = [
+        f"- GPU: {env['gpu']}; host: {env['host']}",
+        f"- torch {env['torch']} (CUDA {env['cuda']}), transformers {env['transformers']}, "
+        f"Python {env['python']}",
+        f"- model: {'tiny random Qwen2.5-VL (fp32, CPU smoke)' if args.tiny else 'random Qwen2.5-VL-3B shape'}"
+        f", {rows[0]['params'] / 1e6:,.1f} M params; SDPA; gradient checkpointing on every side",
+        f"- batch {args.batch}; each sample one random {args.image_size}² image + text, lengths "
+        f"{lengths} → {tokens} tokens per step (no padding beyond the longest)",
+        f"- MFU peak {args.peak_tflops:g} TFLOP/s (bf16 dense); median of {args.steps} steps "
+        f"after {args.warmup} warm-ups; 'ours tok/s ÷ this tok/s' = this side's step time "
+        f"over ours (> 1: ours is faster)",
+    ]
+    return "\n".join([head, *lines, "", *about, *extra])
+
+
+def main(args: Args) -> dict:
+    import torch
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
+    device = "cpu" if args.tiny or not torch.cuda.is_available() else "cuda"
+    env = environment(device)
+    log.info("environment: %s", env)
+    rows: list[dict] = []
+    errors: dict[str, str] = {}
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        train_file, lengths = make_data(args, _processor(device), tmp)
+        log.info("sample lengths %s", lengths)
+        batch = None
+        if "ours" in args.sides:
+            try:
+                row, batch = run_ours(args, train_file, tmp, device)
+                rows.append(row)
+            except torch.OutOfMemoryError as e:  # report, then still run the plain loop
+                errors["ours"] = f"OOM: {e}"
+                log.error("ours: %s", e)
+                _free(device)
+        if batch is None:
+            from vigorl_agents.train.data import SFTDataset, collate, load_sft_file
+
+            processor = _processor(device)
+            ds = SFTDataset(load_sft_file(train_file), processor)
+            batch = collate([ds[i] for i in range(len(ds))], int(processor.tokenizer.pad_token_id))
+        plain = [s for s in args.sides if s.startswith("plain")]
+        if plain:
+            try:
+                rows += run_plain(args, batch, device, plain)
+            except torch.OutOfMemoryError as e:
+                errors["plain"] = f"OOM: {e}"
+                log.error("plain: %s", e)
+    tokens = int(batch["attention_mask"].sum())
+    rows = [summarise(r, tokens, args.peak_tflops) for r in rows]
+    table = render(args, env, rows, tokens, lengths)
+    print(table)
+    result: dict[str, Any] = {
+        **env,
+        "args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "tokens_per_step": tokens,
+        "sample_lengths": lengths,
+        "rows": rows,
+        "errors": errors,
+    }
+    if args.out is not None:
+        command = shlex.join(["python", "-m", "benchmarks.perf.train", *sys.argv[1:]])
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(
+            f"# SFT train step: ours vs a bare transformers loop\n\nCommand: `{command}`\n\n"
+            f"{table}\n"
+        )
+        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
+
+
+if __name__ == "__main__":
+    main(tyro.cli(Args))
