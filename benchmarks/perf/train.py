@@ -30,7 +30,12 @@ convention); tokens = non-padding tokens of the batch; peak = `peak_tflops` (989
 H200 SXM bf16 dense). A cheap breakdown: our micro-batch build (CPU), the vision forward alone
 (no grad), and the language-model-only fwd+bwd (text ids of the same length, no pixels).
 
-    python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--out benchmarks/results/train.md]
+    python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--weights-dtype bf16] [--profile] \
+        [--out benchmarks/results/train.md]
+
+`--weights-dtype bf16` runs our side with `SFTConfig(weights_dtype="bf16")` (pure-bf16 weights and
+AdamW, no autocast). `--profile` runs `torch.profiler` over one plain frozen-vision step and one of
+ours (after the timed steps) and writes each one's top 25 ops by self CUDA time into the results.
 
 CPU smoke run (tiny model, small inputs; seconds):
 
@@ -88,6 +93,11 @@ class Args:
     seed: int = 0
     out: Path | None = None
     """Write the Markdown table here (and a .json beside it)."""
+    weights_dtype: str = "fp32"
+    """Our side's `SFTConfig.weights_dtype`: "fp32" (master weights + autocast) or "bf16"."""
+    profile: bool = False
+    """torch.profiler over one step of ours and one plain frozen-vision step: top-25 ops table."""
+    profile_rows: int = 25
 
 
 # =========================================================================== data
@@ -218,6 +228,24 @@ def _peak_gib(device: str) -> float | None:
     return round(torch.cuda.max_memory_allocated() / 2**30, 2)
 
 
+def _profile(fn: Callable[[], Any], device: str, rows: int) -> str:
+    """key_averages table (top `rows` ops by self CUDA time) of one call of `fn`."""
+    from torch.profiler import ProfilerActivity, profile
+
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if device == "cuda" else [])
+    _sync(device)
+    with profile(activities=acts) as prof:
+        fn()
+        _sync(device)
+    ka = prof.key_averages()
+    sort = "self_cuda_time_total" if device == "cuda" else "self_cpu_time_total"
+    try:
+        return ka.table(sort_by=sort, row_limit=rows, max_name_column_width=70)
+    except (AttributeError, KeyError, ValueError):
+        sort = sort.replace("cuda", "device")
+        return ka.table(sort_by=sort, row_limit=rows, max_name_column_width=70)
+
+
 def _n_params(model: Any) -> tuple[int, int]:
     ps = list(model.parameters())
     return sum(p.numel() for p in ps), sum(p.numel() for p in ps if p.requires_grad)
@@ -233,8 +261,10 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str) -> tuple[dict
     from vigorl_agents.models.load import set_processor_pixel_bounds
     from vigorl_agents.train import sft
 
+    pure_bf16 = args.weights_dtype == "bf16"
+
     def load(path: str, cfg: Any, dev: Any):
-        model = _build(args, torch.float32, str(dev))
+        model = _build(args, torch.bfloat16 if pure_bf16 else torch.float32, str(dev))
         processor = _processor(device)
         set_processor_pixel_bounds(processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
         return model, processor
@@ -248,6 +278,7 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str) -> tuple[dict
         per_device_batch=args.batch,
         grad_accum=1,
         bf16=not args.tiny,
+        weights_dtype=args.weights_dtype,
         gradient_checkpointing=True,
         attn_implementation="sdpa",
         min_pixels=MIN_PIXELS,
@@ -267,21 +298,33 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str) -> tuple[dict
         losses.append(tr.train_step()["loss"])
 
     times = _time(step, device, args.warmup, args.steps)
+    what = (
+        "pure bf16 weights + AdamW, no autocast"
+        if pure_bf16
+        else "fp32 master + bf16 autocast"
+        if not args.tiny
+        else "fp32"
+    )
     row: dict[str, Any] = {
         "side": "ours",
-        "what": "SFTTrainer.train_step (fp32 master + bf16 autocast, vision frozen)",
+        "what": f"SFTTrainer.train_step ({what}, batch built in a background thread, vision frozen)",
         "params": n_all,
         "trainable": n_train,
         "step_s": times,
         "losses": losses,
         "peak_mem_gib": _peak_gib(device),
     }
+    if args.profile:
+        row["profile"] = _profile(step, device, args.profile_rows)
+    trainer.close()
     batch = trainer._micro_batch(trainer.window(0)[0])
     if args.breakdown:
         window = trainer.window(0)[0]
         data_t = _time(lambda tr=trainer: tr._micro_batch(window), "cpu", 0, 2)
         row["micro_batch_build_s"] = statistics.median(data_t)
-        row["vision_fwd_s"] = _vision_fwd(trainer.model, batch, device, autocast=not args.tiny)
+        row["vision_fwd_s"] = _vision_fwd(
+            trainer.model, batch, device, autocast=not args.tiny and not pure_bf16
+        )
     del trainer, step
     _free(device)
     return row, batch
@@ -346,6 +389,7 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
         _free(device)
         times = _time(step, device, args.warmup, args.steps)
         n_all, n_train = _n_params(model)
+        prof = _profile(step, device, args.profile_rows) if args.profile and frozen else None
         rows.append(
             {
                 "side": side,
@@ -355,6 +399,7 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
                 "step_s": times,
                 "losses": losses,
                 "peak_mem_gib": _peak_gib(device),
+                **({"profile": prof} if prof else {}),
             }
         )
         del opt, step
@@ -450,7 +495,19 @@ def render(args: Args, env: dict, rows: list[dict], tokens: int, lengths: list[i
         f"after {args.warmup} warm-ups; 'ours tok/s ÷ this tok/s' = this side's step time "
         f"over ours (> 1: ours is faster)",
     ]
-    return "\n".join([head, *lines, "", *about, *extra])
+    profiles = []
+    for r in rows:
+        if r.get("profile"):
+            profiles += [
+                "",
+                f"### Profile: {r['side']} (one step, top {args.profile_rows} ops by self "
+                f"{'CUDA' if 'cuda' in r['profile'].lower() else 'CPU'} time)",
+                "",
+                "```",
+                r["profile"].rstrip(),
+                "```",
+            ]
+    return "\n".join([head, *lines, "", *about, *extra, *profiles])
 
 
 def main(args: Args) -> dict:

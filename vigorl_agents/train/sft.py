@@ -12,7 +12,14 @@ What the loop does, and why:
   materialising L × 151k floats.
 * **Trainable**: the language model (full fine-tuning); the vision tower and its patch merger are
   frozen by default (`freeze_vision`). LoRA needs `peft`, which is not installed: `lora=True`
-  raises. Master weights stay float32; `bf16` runs the forward under `torch.autocast(bfloat16)`.
+  raises. Master weights stay float32 (`weights_dtype="fp32"`, default); `bf16` runs the forward
+  under `torch.autocast(bfloat16)`. `weights_dtype="bf16"` instead loads and keeps the model in
+  bfloat16 (weights, grads and AdamW state: pure-bf16 training as LLaMA-Factory / DeepSpeed bf16 do)
+  and skips autocast: half the optimizer/clipping traffic and no per-op casts.
+* **Data overlap** (single process): while the accelerator runs step s, a background thread
+  builds step s+1's micro-batches (image processor, tokenisation, collate; pinned memory on CUDA)
+  and the main thread copies them with `non_blocking=True`. The window is still a function of the
+  step (below), so the data order and exact resume are unchanged.
 * **Schedule**: AdamW (betas 0.9/0.999, weight decay on ≥2-D weights only), linear warmup over
   `warmup_ratio` of the planned steps then cosine (`get_cosine_schedule_with_warmup`); gradient
   norm clipped to 1.0; a non-finite norm skips the update (logged). The plan is always
@@ -54,7 +61,9 @@ import os
 import random
 import re
 import shutil
+import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -113,6 +122,9 @@ class SFTConfig:
     cutoff_len: int = 8192
     bf16: bool = False
     """Autocast the forward to bfloat16 (float32 master weights). Paper runs: True on GPU."""
+    weights_dtype: Literal["fp32", "bf16"] = "fp32"
+    """"bf16": load and keep the model in bfloat16 (pure-bf16 AdamW, no autocast; single process
+    only, DeepSpeed has its own bf16 config). "fp32": float32 master weights (default)."""
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
     lora: bool = False
@@ -215,7 +227,8 @@ def _load_model(path: str, cfg: SFTConfig, device: Any):
 
     from vigorl_agents.models.load import set_processor_pixel_bounds
 
-    kwargs: dict[str, Any] = {"dtype": torch.float32}
+    pure_bf16 = cfg.weights_dtype == "bf16" and not cfg.deepspeed
+    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if pure_bf16 else torch.float32}
     if cfg.attn_implementation:
         kwargs["attn_implementation"] = cfg.attn_implementation
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
@@ -344,6 +357,8 @@ class SFTTrainer:
             raise ValueError("per_device_batch, grad_accum and epochs must be >= 1")
         if not cfg.train_file:
             raise ValueError("SFTConfig.train_file is required")
+        if cfg.weights_dtype not in ("fp32", "bf16"):
+            raise ValueError(f"weights_dtype must be 'fp32' or 'bf16', not {cfg.weights_dtype!r}")
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.ds = bool(cfg.deepspeed)
@@ -426,6 +441,9 @@ class SFTTrainer:
         warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
         self.step = 0
+        self._pool: ThreadPoolExecutor | None = None
+        self._prefetch: tuple[int, Future] | None = None
+        self._data_lock = threading.Lock()  # processor/tokenizer: one user at a time
         if self.ds:
             import deepspeed
 
@@ -524,19 +542,62 @@ class SFTTrainer:
         """Example indices of each micro-batch of optimizer step `step` on this rank."""
         return rank_micro_batches(self.global_window(step), self.env.rank, self.world)
 
-    def _micro_batch(self, idx: list[int]) -> dict[str, Any] | None:
+    def _micro_batch(self, idx: list[int], step: int | None = None) -> dict[str, Any] | None:
         examples: list[TokenizedExample] = []
         for i in idx:
-            ex = self.train_ds[i]
+            with self._data_lock:
+                ex = self.train_ds[i]
             try:
                 preflight(ex, max_len=self.cfg.cutoff_len)
             except PreflightError:
                 if self.cfg.on_preflight == "fatal":
                     raise
-                logger.warning("step %d: skipping example %s (preflight)", self.step, ex.id)
+                logger.warning(
+                    "step %d: skipping example %s (preflight)",
+                    self.step if step is None else step,
+                    ex.id,
+                )
                 continue
             examples.append(ex)
         return collate(examples, self.pad_id) if examples else None
+
+    def _build_step(self, step: int) -> list[dict[str, Any]]:
+        """The non-empty micro-batches of optimizer step `step` on this rank, on the CPU (pinned
+        when training on CUDA, so that the copy to the device can be asynchronous)."""
+        batches = [b for b in (self._micro_batch(ix, step) for ix in self.window(step)) if b]
+        if self.device.type == "cuda":
+            batches = [{k: v.pin_memory() for k, v in b.items()} for b in batches]
+        return batches
+
+    def _step_batches(self) -> list[dict[str, Any]]:
+        """This step's micro-batches (prefetched if the previous step started building them),
+        then start building the next step's in the background thread."""
+        pre, self._prefetch = self._prefetch, None
+        if pre is not None and pre[0] == self.step:
+            batches = pre[1].result()  # re-raises a preflight error of that step here
+        else:
+            if pre is not None:
+                pre[1].cancel()
+                pre[1].exception()  # wait; whatever it built is for another step
+            batches = self._build_step(self.step)
+        nxt = self.step + 1
+        if nxt < self.stop_step:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sft-data")
+            self._prefetch = (nxt, self._pool.submit(self._build_step, nxt))
+        return batches
+
+    def _wait_prefetch(self) -> None:
+        """Let a background build finish (before evaluation or saving use the processor)."""
+        if self._prefetch is not None:
+            self._prefetch[1].exception()
+
+    def close(self) -> None:
+        """Stop the background data thread (a pending prefetch is dropped)."""
+        self._prefetch = None
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # ------------------------------------------------------------------ steps
 
@@ -545,7 +606,8 @@ class SFTTrainer:
 
         import torch
 
-        if not self.cfg.bf16 or self.ds:  # DeepSpeed bf16: the engine holds bf16 weights
+        if not self.cfg.bf16 or self.ds or self.cfg.weights_dtype == "bf16":
+            # DeepSpeed bf16 / pure bf16: the weights themselves are bf16
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
 
@@ -557,14 +619,17 @@ class SFTTrainer:
             return self._train_step_ds()
         t0 = time.perf_counter()
         self.model.train()
-        batches = [b for b in (self._micro_batch(ix) for ix in self.window(self.step)) if b]
+        batches = self._step_batches()
         if not batches:
             raise RuntimeError(f"step {self.step}: every example of the window failed preflight")
         counts = [_num_supervised(b) for b in batches]
         total_sup = sum(counts)
+        n_tokens = [int(b["attention_mask"].sum()) for b in batches]  # on the CPU: no sync
+        non_blocking = self.device.type == "cuda"
         loss_value = 0.0
         tokens = 0
-        for b in batches:
+        for b, n_tok in zip(batches, n_tokens, strict=True):
+            b = {k: v.to(self.device, non_blocking=non_blocking) for k, v in b.items()}
             with self._autocast():
                 loss_sum, n_sup = compute_loss(self.model, b)
             if self.cfg.loss_agg == "microbatch_mean":
@@ -573,7 +638,7 @@ class SFTTrainer:
                 loss = loss_sum / total_sup
             loss.backward()
             loss_value += float(loss.detach())
-            tokens += int(b["attention_mask"].sum())
+            tokens += n_tok
         params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         lr = self.scheduler.get_last_lr()[0]
@@ -674,6 +739,7 @@ class SFTTrainer:
 
         if self.val_ds is None or len(self.val_ds) == 0:
             return float("nan")
+        self._wait_prefetch()
         (self.engine or self.model).eval()
         total, count = 0.0, 0
         b = self.cfg.per_device_batch
@@ -759,6 +825,7 @@ class SFTTrainer:
 
         if self.ds:
             return self._save_checkpoint_ds()
+        self._wait_prefetch()
         final = self.out / f"checkpoint-{self.step}"
         tmp = self.out / f".tmp-checkpoint-{self.step}"
         if tmp.exists():
@@ -839,6 +906,7 @@ class SFTTrainer:
             if self.val_ds is not None and self.step % self.cfg.eval_every != 0:
                 val_loss = self.evaluate()
                 log({"split": "val", "step": self.step, "loss": val_loss})
+        self.close()
         if writer is not None:
             writer.close()
         return {
