@@ -375,6 +375,10 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
         frozen = side == "plain_frozen"
         for p in model.model.visual.parameters():
             p.requires_grad_(not frozen)
+        if frozen:  # as the trainer does: keep the frozen tower out of autograd
+            model.disable_input_require_grads()
+        else:
+            model.enable_input_require_grads()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)
         losses: list[float] = []

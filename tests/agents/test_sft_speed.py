@@ -112,3 +112,33 @@ def test_prefetched_batches_equal_synchronous_ones(tiny_qwen25_dir, train_file, 
     assert pre_losses == ref_losses
     tr.close()
     tr2.close()
+
+
+def test_frozen_vision_tower_stays_out_of_autograd_with_checkpointing(
+    tiny_qwen25_dir, train_file, tmp_path
+):
+    """transformers' checkpointing hooks make the patch embedding require grad; the trainer undoes it
+    for a frozen tower (otherwise it runs forward, recompute and backward for nothing)."""
+    import torch
+
+    trainer = SFTTrainer(
+        cfg_for(tiny_qwen25_dir, train_file, tmp_path, gradient_checkpointing=True)
+    )
+    try:
+        batch = collate([trainer.train_ds[0]], trainer.pad_id)
+        visual = trainer.model.model.visual
+        out = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+        hidden = out.pooler_output if hasattr(out, "pooler_output") else out
+        hidden = hidden[0] if isinstance(hidden, (tuple, list)) else hidden
+        assert isinstance(hidden, torch.Tensor) and not hidden.requires_grad
+        loss_sum, n = compute_loss(trainer.model, batch)
+        (loss_sum / n).backward()
+        lm = [
+            p
+            for name, p in trainer.model.named_parameters()
+            if "visual" not in name and p.requires_grad
+        ]
+        assert lm and all(p.grad is not None for p in lm[:5])
+        assert all(p.grad is None for p in visual.parameters())
+    finally:
+        trainer.close()
