@@ -46,6 +46,9 @@ class DebugData:
     n_grounding: int = 12
     n_search: int = 6
     val_fraction: float = 0.25
+    max_pixels: int = TINY_PIXELS
+    """The envs' max_pixels: the model frames' size (the processor's bounds must bracket it)."""
+    crop_size: int = 224
 
 
 @dataclass(frozen=True)
@@ -79,7 +82,7 @@ def make_debug_data(out: Path, spec: DebugData, seed: int = 0) -> tuple[Path, Pa
         Image.fromarray(arr).save(p)
         return str(p.resolve())
 
-    env = gym.make("ViGoRL/SynthGrounding-v0", max_pixels=TINY_PIXELS)
+    env = gym.make("ViGoRL/SynthGrounding-v0", max_pixels=spec.max_pixels)
     for i in range(spec.n_grounding):
         obs, info = env.reset(seed=seed, options={"index": i})
         ep = env.unwrapped.episode
@@ -104,7 +107,7 @@ def make_debug_data(out: Path, spec: DebugData, seed: int = 0) -> tuple[Path, Pa
         )
     env.close()
 
-    env = gym.make("ViGoRL/SynthSearch-v0", max_pixels=TINY_PIXELS, crop_size=224)
+    env = gym.make("ViGoRL/SynthSearch-v0", max_pixels=spec.max_pixels, crop_size=spec.crop_size)
     for i in range(spec.n_search):
         obs, info = env.reset(seed=seed, options={"index": i})
         ep = env.unwrapped.episode
@@ -217,6 +220,37 @@ PRESETS["debug-zero3"] = (
             PRESETS["debug"][1].sft, deepspeed="zero3", bf16=True, global_batch=4, device="cuda"
         ),
         name="debug-zero3",
+    ),
+)
+SHAPE_PIXELS = 1008 * 1008  # ~1,296 image tokens per frame, the issue's "realistic" batch
+PRESETS["shape3b-zero3"] = (
+    "GPU scaling check: Qwen2.5-VL-3B's architecture with seeded random weights "
+    "(`shape-qwen2.5-vl-3b`) on procedural chains with ~1008² frames, DeepSpeed ZeRO-3, bf16, "
+    "global batch 8 (2 per device; grad_accum 4 on 1 GPU, 2 on 2 GPUs), no checkpoint writes. "
+    "`torchrun --nproc_per_node N -m experiments.sft shape3b-zero3`: same loss curve for N = 1, 2.",
+    Args(
+        sft=replace(
+            PRESETS["debug"][1].sft,
+            model="shape-qwen2.5-vl-3b",
+            deepspeed="zero3",
+            bf16=True,
+            per_device_batch=2,
+            global_batch=8,
+            lr=1e-5,
+            epochs=1,
+            max_steps=6,
+            cutoff_len=8192,
+            gradient_checkpointing=True,
+            attn_implementation="sdpa",
+            min_pixels=3136,
+            max_pixels=SHAPE_PIXELS,
+            device="cuda",
+            save_every=10**9,
+            eval_every=10**9,
+            save_final=False,
+        ),
+        debug_data=DebugData(n_grounding=40, n_search=16, max_pixels=SHAPE_PIXELS, crop_size=448),
+        name="shape3b-zero3",
     ),
 )
 for _dom, _px in _DOMAIN_PIXELS.items():

@@ -86,47 +86,9 @@ class Args:
 
 def qwen25_vl_3b_shape(tiny_config: Any) -> Any:
     """Qwen2.5-VL-3B-Instruct's architecture, with the tiny tokenizer's special token ids."""
-    from transformers import Qwen2_5_VLConfig
+    from vigorl_agents.models.shapes import shape_config
 
-    text = tiny_config.text_config
-    return Qwen2_5_VLConfig(
-        text_config={
-            "vocab_size": 151936,
-            "hidden_size": 2048,
-            "intermediate_size": 11008,
-            "num_hidden_layers": 36,
-            "num_attention_heads": 16,
-            "num_key_value_heads": 2,
-            "max_position_embeddings": 128000,
-            "rms_norm_eps": 1e-6,
-            "rope_parameters": {
-                "rope_type": "default",
-                "rope_theta": 1_000_000.0,
-                "mrope_section": [16, 24, 24],
-            },
-            "bos_token_id": text.bos_token_id,
-            "eos_token_id": text.eos_token_id,
-            "pad_token_id": text.pad_token_id,
-        },
-        vision_config={
-            "depth": 32,
-            "hidden_size": 1280,
-            "intermediate_size": 3420,
-            "num_heads": 16,
-            "out_hidden_size": 2048,
-            "window_size": 112,
-            "fullatt_block_indexes": [7, 15, 23, 31],
-            "patch_size": 14,
-            "spatial_merge_size": 2,
-            "temporal_patch_size": 2,
-            "hidden_act": "silu",
-        },
-        tie_word_embeddings=True,
-        image_token_id=tiny_config.image_token_id,
-        video_token_id=tiny_config.video_token_id,
-        vision_start_token_id=tiny_config.vision_start_token_id,
-        vision_end_token_id=tiny_config.vision_end_token_id,
-    )
+    return shape_config("3b", tiny_config)
 
 
 def build_model(args: Args, device: str) -> tuple[Any, Any]:

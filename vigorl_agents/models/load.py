@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from vigorl_agents.models.shapes import SHAPE_MODELS, build_random, is_random_init, shape_model_dir
 from vigorl_agents.models.tiny import MARKER_FILE, RECIPE_VERSION, build_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -83,6 +84,8 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     - an existing folder: returned as is; it must hold a `config.json`;
     - `tiny-qwen2.5-vl` / `tiny-qwen2-vl`: built once under `cache_root()/tiny/` and its folder
       returned;
+    - `shape-qwen2.5-vl-3b` / `-7b`: the real architecture with random weights
+      (`vigorl_agents.models.shapes`; the folder has no weights, `load_weights` builds them);
     - a Hub id `owner/name` (e.g. `gsarch/ViGoRL-3b-Spatial`) that is not a local folder: returned
       as is (transformers / vLLM download it);
     - anything else (a missing local path such as `./ckpt` or `/x/y/z`, a bare word): an error.
@@ -90,6 +93,8 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     s = os.fspath(name_or_path)
     if s in TINY_MODELS:
         return str(tiny_model_dir(s))
+    if s in SHAPE_MODELS:
+        return str(shape_model_dir(s, cache_root(), tiny_model_dir("tiny-qwen2.5-vl")))
     path = Path(s).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -189,6 +194,30 @@ def default_dtype(device: str):
     return torch.bfloat16 if str(device).startswith("cuda") else torch.float32
 
 
+def load_weights(
+    path: str | os.PathLike[str],
+    *,
+    dtype: Any,
+    device: Any,
+    attn_implementation: str | None = None,
+    seed: int = 0,
+) -> Any:
+    """The model of a resolved folder on `device`: `from_pretrained`, or for a `shape-*` folder
+    (no weights) a seeded random init built on the device."""
+    from transformers import AutoModelForImageTextToText
+
+    if is_random_init(path):
+        logger.warning("%s: random weights (architecture-only model, seed %d)", path, seed)
+        return build_random(
+            path, dtype=dtype, device=device, attn_implementation=attn_implementation, seed=seed
+        )
+    kwargs: dict[str, Any] = {"dtype": dtype}
+    if attn_implementation is not None:
+        kwargs["attn_implementation"] = attn_implementation
+    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
+    return model.to(device)
+
+
 def load_hf(
     name_or_path: str | os.PathLike[str],
     *,
@@ -205,18 +234,14 @@ def load_hf(
     bounds (SPEC §3: min_pixels <= the env's, max_pixels >= the env's).
     """
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
     path = resolve_model(name_or_path)
     if dtype is None:
         dtype = default_dtype(device)
     elif isinstance(dtype, str):
         dtype = getattr(torch, dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    model.to(device)
+    model = load_weights(path, dtype=dtype, device=device, attn_implementation=attn_implementation)
     model.eval()
     processor = AutoProcessor.from_pretrained(path)
     set_processor_pixel_bounds(processor, min_pixels=min_pixels, max_pixels=max_pixels)

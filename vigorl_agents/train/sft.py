@@ -129,9 +129,17 @@ class SFTConfig:
     freeze_vision: bool = True
     lora: bool = False
     """Needs `peft` (not installed in this environment: True raises)."""
+    vision_attention: Literal["grouped", "transformers"] = "grouped"
+    """"grouped": the vision tower's block-diagonal attention as one SDPA call per distinct segment
+    length (`models.vision_attention`; same result, ~9k fewer kernel launches per 4 × 1008²
+    images). "transformers": its per-window loop. Flash-attention models keep their varlen path."""
+    liger: bool = False
+    """Liger-kernel fused RMSNorm and SwiGLU MLP (GPU extra `liger-kernel`, CUDA only)."""
     seed: int = 0
     log_every: int = 1
     save_every: int = 100
+    save_final: bool = True
+    """Also save when the run stops. False: only every `save_every` steps (scaling checks)."""
     eval_every: int = 250
     max_steps: int | None = None
     """Stop after this many optimizer steps (the schedule still spans all epochs)."""
@@ -223,22 +231,64 @@ def _strip_prefix(sd: dict[str, Any], prefix: str = "inner.") -> dict[str, Any]:
 
 def _load_model(path: str, cfg: SFTConfig, device: Any):
     import torch
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
 
-    from vigorl_agents.models.load import set_processor_pixel_bounds
+    from vigorl_agents.models.load import load_weights, set_processor_pixel_bounds
 
     pure_bf16 = cfg.weights_dtype == "bf16" and not cfg.deepspeed
-    kwargs: dict[str, Any] = {"dtype": torch.bfloat16 if pure_bf16 else torch.float32}
-    if cfg.attn_implementation:
-        kwargs["attn_implementation"] = cfg.attn_implementation
-    model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
-    model.to(device)
+    model = load_weights(
+        path,
+        dtype=torch.bfloat16 if pure_bf16 else torch.float32,
+        device=device,
+        attn_implementation=cfg.attn_implementation,
+        seed=cfg.seed,
+    )
     processor = AutoProcessor.from_pretrained(path)
     set_processor_pixel_bounds(processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
     return model, processor
 
 
-# =========================================================================== checkpoints
+def _speedups(model: Any, cfg: SFTConfig) -> dict[str, Any]:
+    """Apply the configured kernel substitutions to a loaded model; return what was applied."""
+    applied: dict[str, Any] = {}
+    if cfg.vision_attention == "grouped":
+        from vigorl_agents.models.vision_attention import use_grouped_vision_attention
+
+        applied["grouped_vision_attention_modules"] = use_grouped_vision_attention(model)
+    if cfg.liger:
+        applied["liger"] = _apply_liger(model)
+    return applied
+
+
+def _apply_liger(model: Any) -> list[str]:
+    """Liger kernels (Triton; GPU only): fused RMSNorm and SwiGLU MLP, patched on this instance.
+
+    Not used: Liger's M-RoPE (transformers 5 folds the M-RoPE sections into the rotary module and
+    no longer calls the function Liger replaces, so it would be a silent no-op) and its
+    cross-entropy (`compute_loss` already computes logits at supervised positions only)."""
+    try:
+        from liger_kernel.transformers import monkey_patch
+    except ImportError as e:
+        raise ImportError(
+            "SFTConfig.liger needs the `liger-kernel` package (GPU extra: pip install "
+            "'vigorl[gpu]'); it runs on CUDA only"
+        ) from e
+    name = type(model).__name__
+    fns = {
+        "Qwen2_5_VLForConditionalGeneration": monkey_patch.apply_liger_kernel_to_qwen2_5_vl,
+        "Qwen2VLForConditionalGeneration": monkey_patch.apply_liger_kernel_to_qwen2_vl,
+    }
+    if name not in fns:
+        raise ValueError(f"SFTConfig.liger: no Liger patch for {name}")
+    fns[name](
+        rope=False,
+        rms_norm=True,
+        swiglu=True,
+        cross_entropy=False,
+        fused_linear_cross_entropy=False,
+        model=model,
+    )
+    return ["rms_norm", "swiglu"]
 
 
 def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
@@ -409,6 +459,7 @@ class SFTTrainer:
                 f"cannot resume from {self.resume_from}: loading the model failed ({e})"
             ) from e
         self.frozen = _freeze_vision(self.model) if cfg.freeze_vision else 0
+        self.speedups = _speedups(self.model, cfg)
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
@@ -443,6 +494,8 @@ class SFTTrainer:
             ],
             lr=cfg.lr,
             betas=(0.9, 0.999),
+            # one fused kernel over all parameters (CUDA) instead of foreach launches per group
+            fused=self.device.type == "cuda" and not self.ds,
         )
         warmup = math.ceil(cfg.warmup_ratio * self.total_steps)
         self.scheduler = get_cosine_schedule_with_warmup(self.optimizer, warmup, self.total_steps)
@@ -907,7 +960,9 @@ class SFTTrainer:
                     log({"split": "val", "step": self.step, "loss": val_loss})
                 if self.step % self.cfg.save_every == 0:
                     last_ckpt = self.save_checkpoint()
-            if last_ckpt is None or _CKPT.match(last_ckpt.name).group(1) != str(self.step):
+            if self.cfg.save_final and (
+                last_ckpt is None or _CKPT.match(last_ckpt.name).group(1) != str(self.step)
+            ):
                 last_ckpt = self.save_checkpoint()
             if self.val_ds is not None and self.step % self.cfg.eval_every != 0:
                 val_loss = self.evaluate()
