@@ -119,6 +119,10 @@ OURS_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
         {"vision_attention": "grouped", "gradient_checkpointing": False, "liger": True},
         "grouped vision attention, no gradient checkpointing, Liger RMSNorm + SwiGLU",
     ),
+    "ours_lora": (
+        {"vision_attention": "grouped", "gradient_checkpointing": False, "lora": True},
+        "grouped vision attention, no gradient checkpointing, LoRA r=64 on the language model",
+    ),
     "ours_hf_vision": (
         {"vision_attention": "transformers", "gradient_checkpointing": True},
         "transformers' per-window vision attention, gradient checkpointing (previous run)",
@@ -392,6 +396,8 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
     """The bare transformers loop on the same batch (bf16 model, AdamW), vision frozen and full."""
     import torch
 
+    from vigorl_agents.train.sft import drop_input_grad_hooks
+
     dtype = torch.float32 if args.tiny else torch.bfloat16
     model = _build(args, dtype, device)
     model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
@@ -403,9 +409,8 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
         frozen = side == "plain_frozen"
         for p in model.model.visual.parameters():
             p.requires_grad_(not frozen)
-        if frozen:  # as the trainer does: keep the frozen tower out of autograd
-            model.disable_input_require_grads()
-        else:
+        drop_input_grad_hooks(model)  # the hooks of gradient_checkpointing_enable
+        if not frozen:  # PERF_NOTES' loop: the hook gradient checkpointing installs
             model.enable_input_require_grads()
         params = [p for p in model.parameters() if p.requires_grad]
         opt = torch.optim.AdamW(params, lr=1e-5)

@@ -239,8 +239,94 @@ def test_token_mean_aggregation_option(tiny_qwen25_dir, train_file, tmp_path):
 def test_unsupported_options_raise(tiny_qwen25_dir, train_file, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"ds\.json"):  # a DeepSpeed JSON that isn't there
         SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path, deepspeed="ds.json"))
-    with pytest.raises((ImportError, NotImplementedError), match=r"peft|LoRA"):
-        SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path, lora=True))
+    with pytest.raises(ValueError, match=r"LoRA with ZeRO-3"):
+        SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path, lora=True, deepspeed="zero3"))
+
+
+def test_lora_trains_adapters_only_and_saves_merged_hf_folder(
+    tiny_qwen25_dir, train_file, tmp_path
+):
+    """LoRA: only lora_A/B train; the checkpoint is a plain HF folder whose weights are the
+    merged model (same logits as the adapter model in memory), plus adapter/."""
+    from transformers import AutoModelForImageTextToText
+
+    cfg = cfg_for(
+        tiny_qwen25_dir, train_file, tmp_path / "run", lora=True, lora_rank=4, lr=1e-2, epochs=3
+    )
+    tr = SFTTrainer(cfg)
+    trainable = [n for n, p in tr.model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_A." in n or ".lora_B." in n for n in trainable)
+    assert all("language_model" in n for n in trainable)
+    # 2 layers × (q, k, v, o, gate, up, down) × (A, B)
+    assert len(trainable) == 2 * 7 * 2
+    fixed = collate([tr.train_ds[i] for i in range(len(tr.train_ds))], tr.pad_id)
+
+    def fixed_loss() -> float:
+        with torch.no_grad():
+            s, n = compute_loss(tr.model.eval(), fixed)
+        return float(s) / n
+
+    base = {n: p.detach().clone() for n, p in tr.model.named_parameters() if not p.requires_grad}
+    before = fixed_loss()
+    out = tr.run()
+    assert fixed_loss() < 0.9 * before
+    assert all(torch.equal(p, base[n]) for n, p in tr.model.named_parameters() if n in base)
+    ckpt = Path(out["checkpoint"])
+    assert (ckpt / "adapter" / "adapter_model.safetensors").is_file()
+    loaded = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
+    assert not any("lora" in k for k in loaded.state_dict())
+    inputs = {k: v for k, v in fixed.items() if k != "labels"}
+    with torch.no_grad():
+        a = tr.model.eval()(**inputs).logits
+        b = loaded(**inputs).logits
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    # the merged weights differ from the base weights (the adapter learned something)
+    plain = AutoModelForImageTextToText.from_pretrained(tiny_qwen25_dir, dtype=torch.float32)
+    with torch.no_grad():
+        c = plain.eval()(**inputs).logits
+    assert not torch.allclose(b, c, atol=1e-3)
+
+
+@pytest.mark.parametrize("lora", [False, True])
+def test_frozen_vision_tower_stays_out_of_autograd(tiny_qwen25_dir, train_file, tmp_path, lora):
+    """Gradient checkpointing (and peft) hook input embeddings to require grad; with the vision
+    tower frozen its output must not require grad, even after a second enable call."""
+    cfg = cfg_for(
+        tiny_qwen25_dir, train_file, tmp_path, gradient_checkpointing=True, lora=lora, lora_rank=4
+    )
+    tr = SFTTrainer(cfg)
+    batch = collate([tr.train_ds[0]], tr.pad_id)
+    visual = tr.model.model.visual
+    tr.model.train()
+    out = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+    assert not getattr(out, "pooler_output", out).requires_grad
+    tr.model.enable_input_require_grads()
+    tr.model.enable_input_require_grads()  # transformers keeps only the last handle
+    from vigorl_agents.train.sft import drop_input_grad_hooks
+
+    assert drop_input_grad_hooks(tr.model) >= 4
+    out = visual(batch["pixel_values"], grid_thw=batch["image_grid_thw"])
+    assert not getattr(out, "pooler_output", out).requires_grad
+    loss, n = compute_loss(tr.model, batch)
+    loss.backward()  # the language model still gets gradients
+    assert any(p.grad is not None for p in tr.model.parameters() if p.requires_grad)
+
+
+def test_lora_resume_gives_identical_next_step(tiny_qwen25_dir, train_file, tmp_path):
+    kw = {"lora": True, "lora_rank": 4, "lr": 1e-2}
+    full = train(cfg_for(tiny_qwen25_dir, train_file, tmp_path / "full", max_steps=3, **kw))
+    part = cfg_for(tiny_qwen25_dir, train_file, tmp_path / "part", max_steps=2, save_every=2, **kw)
+    first = train(part)
+    resumed = SFTTrainer(replace(part, max_steps=3))
+    assert resumed.step == 2
+    second = resumed.run()
+    losses_full = [m["loss"] for m in full["history"]]
+    losses_split = [m["loss"] for m in first["history"] + second["history"]]
+    assert losses_split[2] == pytest.approx(losses_full[2], rel=1e-6, abs=1e-7)
+    # a checkpoint without its adapter cannot be resumed as LoRA, and is left as it is
+    shutil.rmtree(tmp_path / "part" / "checkpoint-3" / "adapter")
+    with pytest.raises(CheckpointError, match="adapter"):
+        SFTTrainer(replace(part, max_steps=4))
 
 
 def test_debug_preset_generates_data_and_trains(tmp_path, monkeypatch):

@@ -11,8 +11,8 @@ What the loop does, and why:
   before `lm_head`): same value as the full-vocabulary logits of every position, without
   materialising L × 151k floats.
 * **Trainable**: the language model (full fine-tuning); the vision tower and its patch merger are
-  frozen by default (`freeze_vision`). LoRA needs `peft`, which is not installed: `lora=True`
-  raises. Master weights stay float32 (`weights_dtype="fp32"`, default); `bf16` runs the forward
+  frozen by default (`freeze_vision`). `lora=True` trains peft LoRA adapters on the language
+  model's projections instead (`train.lora`; merged weights in every checkpoint). Master weights stay float32 (`weights_dtype="fp32"`, default); `bf16` runs the forward
   under `torch.autocast(bfloat16)`. `weights_dtype="bf16"` instead loads and keeps the model in
   bfloat16 (weights, grads and AdamW state: pure-bf16 training as LLaMA-Factory / DeepSpeed bf16 do)
   and skips autocast: half the optimizer/clipping traffic and no per-op casts.
@@ -85,6 +85,13 @@ from vigorl_agents.train.distributed import (
     resolve_grad_accum,
     zero_stage,
 )
+from vigorl_agents.train.lora import (
+    ADAPTER_DIR,
+    add_lora,
+    load_adapter,
+    merged_state_dict,
+    save_adapter,
+)
 from vigorl_env.protocol import FORCED_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -128,7 +135,11 @@ class SFTConfig:
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
     lora: bool = False
-    """Needs `peft` (not installed in this environment: True raises)."""
+    """LoRA adapters on the language model's projections instead of full fine-tuning (peft;
+    `train.lora`). Checkpoints hold the merged weights (servable as they are) + `adapter/`."""
+    lora_rank: int = 64
+    lora_alpha: float = 128.0
+    lora_dropout: float = 0.05
     vision_attention: Literal["grouped", "transformers"] = "grouped"
     """"grouped": the vision tower's block-diagonal attention as one SDPA call per distinct segment
     length (`models.vision_attention`; same result, ~9k fewer kernel launches per 4 × 1008²
@@ -206,6 +217,21 @@ def _freeze_vision(model: Any) -> int:
     for p in visual.parameters():
         p.requires_grad_(False)
         n += p.numel()
+    return n
+
+
+def drop_input_grad_hooks(model: Any) -> int:
+    """Remove every forward hook that `enable_input_require_grads` registered (all of them:
+    `disable_input_require_grads` only knows the last call's, so a second enable leaks hooks)."""
+    n = 0
+    for module in model.modules():
+        for key, fn in list(module._forward_hooks.items()):
+            if getattr(fn, "__name__", "") == "make_inputs_require_grads":
+                del module._forward_hooks[key]
+                n += 1
+    model._require_grads_hooks = []
+    if hasattr(model, "_require_grads_hook"):
+        del model._require_grads_hook
     return n
 
 
@@ -395,14 +421,11 @@ class SFTTrainer:
 
         from vigorl_agents.models.load import resolve_model
 
-        if cfg.lora:
-            try:
-                import peft  # noqa: F401
-            except ImportError as e:
-                raise ImportError(
-                    "lora=True needs the `peft` package, which is not installed"
-                ) from e
-            raise NotImplementedError("LoRA is not implemented yet")
+        if cfg.lora and cfg.deepspeed and zero_stage(deepspeed_config(cfg, 1)) == 3:
+            raise ValueError(
+                "LoRA with ZeRO-3 is not supported (the merged checkpoint needs whole weights on "
+                "one rank); use deepspeed='zero2': the adapter's optimizer state is small"
+            )
         if cfg.per_device_batch < 1 or cfg.grad_accum < 1 or cfg.epochs < 1:
             raise ValueError("per_device_batch, grad_accum and epochs must be >= 1")
         if not cfg.train_file:
@@ -449,7 +472,16 @@ class SFTTrainer:
             read_checkpoint_state(self.resume_from, deepspeed=self.ds) if self.resume_from else None
         )
         _seed_all(cfg.seed)
-        src = str(self.resume_from) if self.resume_from else resolve_model(cfg.model)
+        if self.resume_from is not None and cfg.lora:
+            adapter = self.resume_from / ADAPTER_DIR / "adapter_model.safetensors"
+            if not adapter.is_file():
+                raise CheckpointError(
+                    f"cannot resume from {self.resume_from}: {adapter} is missing"
+                )
+        # LoRA resumes from the base weights + the saved adapter (the folder's weights are merged)
+        src = (
+            str(self.resume_from) if self.resume_from and not cfg.lora else resolve_model(cfg.model)
+        )
         try:
             self.model, self.processor = _load_model(src, cfg, self.device)
         except Exception as e:
@@ -460,16 +492,26 @@ class SFTTrainer:
             ) from e
         self.frozen = _freeze_vision(self.model) if cfg.freeze_vision else 0
         self.speedups = _speedups(self.model, cfg)
+        self.lora_model: Any = None
+        if cfg.lora:
+            self.lora_model = add_lora(
+                self.model, rank=cfg.lora_rank, alpha=cfg.lora_alpha, dropout=cfg.lora_dropout
+            )
+            if self.resume_from is not None:
+                try:
+                    load_adapter(self.lora_model, self.resume_from)
+                except (OSError, ValueError, RuntimeError) as e:
+                    raise CheckpointError(f"cannot resume from {self.resume_from}: {e}") from e
         if cfg.gradient_checkpointing:
             self.model.gradient_checkpointing_enable(
                 gradient_checkpointing_kwargs={"use_reentrant": False}
             )
-            if cfg.freeze_vision:
-                # transformers also hooks every input embedding (the vision patch embedding too) to
-                # require grad, which only reentrant checkpointing with frozen embeddings needs. Here
-                # its one effect would be to pull the frozen vision tower into autograd: forward,
-                # recompute and backward of ~9k windowed-attention calls per step, for nothing.
-                self.model.disable_input_require_grads()
+        if cfg.freeze_vision:
+            # transformers (gradient checkpointing) and peft hook every input embedding (the vision
+            # patch embedding too) to require grad, which only reentrant checkpointing with frozen
+            # embeddings needs. Here its one effect would be to pull the frozen vision tower into
+            # autograd: forward, recompute and backward of ~9k attention calls per step, for nothing.
+            drop_input_grad_hooks(self.model)
         self.model.config.use_cache = False
         self.pad_id = int(self.processor.tokenizer.pad_token_id)
 
@@ -842,10 +884,9 @@ class SFTTrainer:
         if self.zero_stage == 3:  # collective: every rank sends its partitions to rank 0
             sd = self.engine._zero3_consolidated_16bit_state_dict()
         else:
-            sd = self.engine.module.state_dict() if main else None
+            sd = self.engine.module.state_dict() if main and not self.cfg.lora else None
         if main:
-            self.model.save_pretrained(tmp, state_dict=_strip_prefix(sd))
-            self.processor.save_pretrained(tmp)
+            self._save_weights(tmp, None if self.cfg.lora else _strip_prefix(sd))
         del sd
         epoch, micro = self.position(self.step)
         self.engine.save_checkpoint(
@@ -878,6 +919,14 @@ class SFTTrainer:
         self._barrier()
         return final
 
+    def _save_weights(self, folder: Path, state_dict: dict[str, Any] | None = None) -> None:
+        """HF weights + processor into `folder`; with LoRA the merged weights and `adapter/`."""
+        if self.cfg.lora:
+            state_dict = merged_state_dict(self.model)
+            save_adapter(self.lora_model, folder)
+        self.model.save_pretrained(folder, state_dict=state_dict)
+        self.processor.save_pretrained(folder)
+
     def save_checkpoint(self) -> Path:
         """Write `checkpoint-{step}` atomically (temporary folder renamed into place)."""
         import torch
@@ -890,8 +939,7 @@ class SFTTrainer:
         if tmp.exists():
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
-        self.model.save_pretrained(tmp)
-        self.processor.save_pretrained(tmp)
+        self._save_weights(tmp)
         if self.cfg.save_optimizer:
             epoch, micro = self.position(self.step)
             state = {
