@@ -249,3 +249,29 @@ def test_cli_spatial_domain(data_root: Path, tmp_path: Path, capsys) -> None:
         ]
     )
     assert _read(out)[0]["messages"][2]["content"].startswith("<think> (503, 377) </think>")
+
+
+def test_cli_writes_frames_that_the_trainer_accepts(data_root: Path, tmp_path: Path) -> None:
+    """Import → model-frame PNGs by default → SFTDataset tokenizes them (a processor whose pixel
+    bounds bracket the frames keeps them as they are: SPEC §3.1, §10.2)."""
+    pytest.importorskip("transformers")
+    from PIL import Image
+
+    from vigorl_agents.models.load import load_hf
+    from vigorl_agents.train.data import SFTDataset, load_sft_file
+
+    text = "<think> (503, 377) </think>\n<answer> (503, 377) </answer>"
+    src = _write(tmp_path / "wg_train.json", [_chain(0, "web_grounding/shots/a.png", text)])
+    out = tmp_path / "wg.jsonl"
+    argv = [str(src), str(out), "--domain", "web_grounding", "--data-root", str(data_root)]
+    assert main([*argv, "--max-pixels", "200000"]) == 0
+    (rec,) = _read(out)
+    frame = Path(rec["images"][0])
+    assert frame.parent == tmp_path / "wg_frames" and frame.suffix == ".png"
+    assert list(Image.open(frame).size) == rec["frame"]["model_size"]
+    _, processor = load_hf("tiny-qwen2.5-vl", device="cpu", min_pixels=3136, max_pixels=200_000)
+    ds = SFTDataset(load_sft_file(out, data_root=data_root), processor)
+    assert len(ds) == 1 and ds[0].num_supervised > 0
+    # --keep-originals points to the 3000×2000 original, which the trainer refuses
+    assert main([*argv, "--max-pixels", "200000", "--keep-originals"]) == 0
+    assert _read(out)[0]["images"] == ["web_grounding/shots/a.png"]

@@ -395,8 +395,14 @@ def _parser() -> argparse.ArgumentParser:
         "--frames-dir",
         type=Path,
         default=None,
-        help="write model-frame PNGs here and point the records to them (needed for training "
-        "whenever an original is not already a model frame)",
+        help="write model-frame PNGs here and point the records to them (default: "
+        "OUT's folder / '<OUT stem>_frames'; the trainer needs model frames)",
+    )
+    p.add_argument(
+        "--keep-originals",
+        action="store_true",
+        help="point the records to the original images (no frames written; for inspection only: "
+        "the trainer refuses images that are not model frames)",
     )
     return p
 
@@ -425,7 +431,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         max_side=max_side,
         env_id=args.env_id or spec.env_id,
         split=args.split,
-        frames_dir=args.frames_dir,
+        frames_dir=None
+        if args.keep_originals
+        else (args.frames_dir or Path(args.out).with_name(Path(args.out).stem + "_frames")),
     )
     print(json.dumps(summary, indent=2))
     return 0
