@@ -101,6 +101,8 @@ class Args:
     profile: bool = False
     """torch.profiler over one step of ours and one plain frozen-vision step: top-25 ops table."""
     profile_rows: int = 25
+    profile_side: str = "ours"
+    """Which of our variants `--profile` profiles."""
 
 
 PERF_NOTES_TOKENS_PER_S = 1335.0
@@ -117,7 +119,8 @@ OURS_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     ),
     "ours_liger": (
         {"vision_attention": "grouped", "gradient_checkpointing": False, "liger": True},
-        "grouped vision attention, no gradient checkpointing, Liger RMSNorm + SwiGLU",
+        "grouped vision attention, no gradient checkpointing, Liger RMSNorm + SwiGLU + RoPE "
+        "(language model and vision)",
     ),
     "ours_lora": (
         {"vision_attention": "grouped", "gradient_checkpointing": False, "lora": True},
@@ -346,7 +349,7 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
         "losses": losses,
         "peak_mem_gib": _peak_gib(device),
     }
-    if args.profile and side == "ours":
+    if args.profile and side == args.profile_side:
         row["profile"] = _profile(step, device, args.profile_rows)
     trainer.close()
     if args.breakdown:

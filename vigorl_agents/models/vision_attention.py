@@ -116,7 +116,11 @@ def _grouped_forward(
     if position_embeddings is None:
         raise ValueError("grouped vision attention needs position_embeddings (cos, sin)")
     cos, sin = position_embeddings
-    rotary = sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
+    # a fused kernel with the same fp32 math may be set per module (SFTConfig.liger)
+    rotary = (
+        getattr(self, "_vigorl_rotary", None)
+        or sys.modules[type(self).__module__].apply_rotary_pos_emb_vision
+    )
     q, k = rotary(q, k, cos, sin)
     out = grouped_attention(q, k, v, cu_seqlens, self.scaling)
     return self.proj(out.reshape(seq_length, -1))

@@ -287,13 +287,23 @@ def _speedups(model: Any, cfg: SFTConfig) -> dict[str, Any]:
 
 
 def _apply_liger(model: Any) -> list[str]:
-    """Liger kernels (Triton; GPU only): fused RMSNorm and SwiGLU MLP, patched on this instance.
+    """Liger kernels (Triton; GPU only) on this model: fused RMSNorm and SwiGLU MLP (language model
+    and vision blocks), fused rotary embedding (vision: per attention module; language model: the
+    `apply_rotary_pos_emb` of the transformers modeling file, i.e. process-wide for that
+    architecture, as Liger's own patches do).
 
-    Not used: Liger's M-RoPE (transformers 5 folds the M-RoPE sections into the rotary module and
-    no longer calls the function Liger replaces, so it would be a silent no-op) and its
-    cross-entropy (`compute_loss` already computes logits at supervised positions only)."""
+    Not used: Liger's M-RoPE patch (transformers 5 folds the M-RoPE sections into the rotary
+    module and no longer calls the function it replaces: a silent no-op) and its cross-entropy
+    (`compute_loss` already computes logits at supervised positions only)."""
+    import sys
+
     try:
         from liger_kernel.transformers import monkey_patch
+        from liger_kernel.transformers.rope import (
+            liger_rotary_pos_emb,
+            liger_rotary_pos_emb_vision,
+        )
+        from liger_kernel.transformers.swiglu import LigerSwiGLUMLP
     except ImportError as e:
         raise ImportError(
             "SFTConfig.liger needs the `liger-kernel` package (GPU extra: pip install "
@@ -314,7 +324,23 @@ def _apply_liger(model: Any) -> list[str]:
         fused_linear_cross_entropy=False,
         model=model,
     )
-    return ["rms_norm", "swiglu"]
+    applied = ["rms_norm", "swiglu"]
+    modeling = sys.modules[type(model).__module__]
+    if hasattr(modeling, "apply_rotary_pos_emb"):
+        modeling.apply_rotary_pos_emb = liger_rotary_pos_emb
+        applied.append("rope")
+    blocks = list(getattr(model.model.visual, "blocks", []))
+    gated = [  # Qwen2.5-VL's vision MLP is SwiGLU (with biases); Qwen2-VL's is fc1-GELU-fc2
+        b.mlp
+        for b in blocks
+        if hasattr(b.mlp, "gate_proj") and type(b.mlp.act_fn).__name__ in ("SiLU", "SiLUActivation")
+    ]
+    for mlp in gated:
+        monkey_patch._patch_swiglu_module(mlp, LigerSwiGLUMLP)
+    for b in blocks:  # used by the grouped vision attention (models.vision_attention)
+        b.attn._vigorl_rotary = liger_rotary_pos_emb_vision
+    applied += ["vision_swiglu"] * bool(gated) + ["vision_rope"] * bool(blocks)
+    return applied
 
 
 def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path]]:
