@@ -173,6 +173,7 @@ def _paper(model: str, max_pixels: int) -> SFTConfig:
         global_batch=32,  # grad_accum = 32 / (per_device_batch × world size) under DeepSpeed
         cutoff_len=8192,
         bf16=True,
+        weights_dtype="bf16",  # bf16 model + fp32 master AdamW (one process; DeepSpeed: its bf16)
         gradient_checkpointing=True,
         freeze_vision=True,
         seed=0,

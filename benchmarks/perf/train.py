@@ -33,9 +33,10 @@ H200 SXM bf16 dense). A cheap breakdown: our micro-batch build (CPU), the vision
     python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--weights-dtype bf16] [--profile] \
         [--out benchmarks/results/train.md]
 
-`--weights-dtype bf16` runs our side with `SFTConfig(weights_dtype="bf16")` (pure-bf16 weights and
-AdamW, no autocast). `--profile` runs `torch.profiler` over one plain frozen-vision step and one of
-ours (after the timed steps) and writes each one's top 25 ops by self CUDA time into the results.
+`--weights-dtype` sets our sides' `SFTConfig.weights_dtype` (default "bf16": bf16 model, fp32 master
+weights in AdamW; "bf16_pure": no master copy; "fp32": fp32 weights + autocast) unless a variant
+sets its own. `--profile` runs `torch.profiler` over one step of `--profile-side` (after the timed
+steps) and writes its top 25 ops by self CUDA time into the results.
 
 CPU smoke run (tiny model, small inputs; seconds):
 
@@ -96,8 +97,8 @@ class Args:
     out: Path | None = None
     """Write the Markdown table here (and a .json beside it)."""
     weights_dtype: str = "bf16"
-    """Our sides' `SFTConfig.weights_dtype`: "bf16" (pure-bf16 weights and AdamW) or "fp32"
-    (master weights + autocast). The tiny smoke run always uses fp32."""
+    """Our sides' `SFTConfig.weights_dtype` (a variant may override it): "bf16" (bf16 model, fp32
+    master weights in AdamW), "bf16_pure" or "fp32" (+ autocast). The tiny smoke run uses fp32."""
     profile: bool = False
     """torch.profiler over one step of ours and one plain frozen-vision step: top-25 ops table."""
     profile_rows: int = 25
@@ -125,6 +126,15 @@ OURS_VARIANTS: dict[str, tuple[dict[str, Any], str]] = {
     "ours_lora": (
         {"vision_attention": "grouped", "gradient_checkpointing": False, "lora": True},
         "grouped vision attention, no gradient checkpointing, LoRA r=64 on the language model",
+    ),
+    "ours_liger_pure": (
+        {
+            "vision_attention": "grouped",
+            "gradient_checkpointing": False,
+            "liger": True,
+            "weights_dtype": "bf16_pure",
+        },
+        "as ours_liger without fp32 master weights",
     ),
     "ours_hf_vision": (
         {"vision_attention": "transformers", "gradient_checkpointing": True},
@@ -295,8 +305,10 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
     from vigorl_agents.models.load import set_processor_pixel_bounds
     from vigorl_agents.train import sft
 
-    pure_bf16 = args.weights_dtype == "bf16" and not args.tiny
     overrides, described = OURS_VARIANTS[side]
+    wdtype = "fp32" if args.tiny else overrides.get("weights_dtype", args.weights_dtype)
+    overrides = {k: v for k, v in overrides.items() if k != "weights_dtype"}
+    pure_bf16 = wdtype != "fp32"  # the model itself is bf16
 
     def load(path: str, cfg: Any, dev: Any):
         model = _build(args, torch.bfloat16 if pure_bf16 else torch.float32, str(dev))
@@ -313,7 +325,7 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
         per_device_batch=args.batch,
         grad_accum=1,
         bf16=not args.tiny,
-        weights_dtype="bf16" if pure_bf16 else "fp32",
+        weights_dtype=wdtype,
         attn_implementation="sdpa",
         min_pixels=MIN_PIXELS,
         max_pixels=MAX_PIXELS,
@@ -333,13 +345,11 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
         losses.append(tr.train_step()["loss"])
 
     times = _time(step, device, args.warmup, args.steps)
-    what = (
-        "pure bf16 weights + AdamW, no autocast"
-        if pure_bf16
-        else "fp32 master + bf16 autocast"
-        if not args.tiny
-        else "fp32"
-    )
+    what = {
+        "bf16": "bf16 weights + fp32 master AdamW, no autocast",
+        "bf16_pure": "pure bf16 weights + AdamW, no autocast",
+        "fp32": "fp32 weights + bf16 autocast" if not args.tiny else "fp32",
+    }[wdtype]
     row: dict[str, Any] = {
         "side": side,
         "what": f"SFTTrainer.train_step ({what}, {described}, vision frozen)",

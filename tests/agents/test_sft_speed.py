@@ -70,8 +70,11 @@ def cfg_for(tiny_dir: Path, train_file: Path, out: Path, **kw) -> SFTConfig:
     return replace(base, **kw)
 
 
-def test_bf16_weights_step_runs_and_lowers_fixed_batch_loss(tiny_qwen25_dir, train_file, tmp_path):
-    tr = SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path / "run", weights_dtype="bf16"))
+@pytest.mark.parametrize("dtype", ["bf16", "bf16_pure"])
+def test_bf16_weights_step_runs_and_lowers_fixed_batch_loss(
+    tiny_qwen25_dir, train_file, tmp_path, dtype
+):
+    tr = SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, tmp_path / "run", weights_dtype=dtype))
     assert {p.dtype for p in tr.model.parameters()} == {torch.bfloat16}
     fixed = collate([tr.train_ds[i] for i in range(len(tr.train_ds))], tr.pad_id)
 
@@ -86,10 +89,66 @@ def test_bf16_weights_step_runs_and_lowers_fixed_batch_loss(tiny_qwen25_dir, tra
     assert all(m["grad_norm"] > 0 and not m["skipped"] for m in hist)
     after = fixed_loss()
     assert after < 0.8 * before, (before, after)
-    # pure bf16: the weights and the AdamW state stay bf16, no autocast
+    # the weights stay bf16, no autocast; AdamW state fp32 with masters, bf16 without
     assert {p.dtype for p in tr.model.parameters()} == {torch.bfloat16}
     st = next(iter(tr.optimizer.state.values()))
-    assert st["exp_avg"].dtype == torch.bfloat16
+    assert st["exp_avg"].dtype == (torch.float32 if dtype == "bf16" else torch.bfloat16)
+    if dtype == "bf16":  # the model holds the bf16 rounding of the fp32 masters
+        trainable = [p for p in tr.model.parameters() if p.requires_grad]
+        assert all(
+            torch.equal(p, m.to(torch.bfloat16))
+            for p, m in zip(trainable, tr.master.master, strict=True)
+        )
+
+
+def test_small_updates_survive_only_with_fp32_masters(tiny_qwen25_dir, train_file, tmp_path):
+    """At lr 1e-6 an AdamW update (~1e-6) is far below a bf16 step of the weights (~1e-3 for the
+    tiny model's ~0.3 weights): pure bf16 loses every update, the fp32 masters keep them."""
+    kw = {"lr": 1e-6, "max_steps": 3}
+    pure = SFTTrainer(
+        cfg_for(tiny_qwen25_dir, train_file, tmp_path / "p", weights_dtype="bf16_pure", **kw)
+    )
+    before = [p.detach().clone() for p in pure.model.parameters() if p.requires_grad]
+    for _ in range(3):
+        pure.train_step()
+    pure.close()
+    after = [p for p in pure.model.parameters() if p.requires_grad]
+    def frac_changed(xs, ys) -> float:
+        n = sum(x.numel() for x in xs)
+        return sum(int((x != y).sum()) for x, y in zip(xs, ys, strict=True)) / n
+
+    pure_frac = frac_changed(before, after)  # only near-zero weights can move by ~1e-6
+    mixed = SFTTrainer(
+        cfg_for(tiny_qwen25_dir, train_file, tmp_path / "m", weights_dtype="bf16", **kw)
+    )
+    start = [m.detach().clone() for m in mixed.master.master]
+    for _ in range(3):
+        mixed.train_step()
+    mixed.close()
+    master_frac = frac_changed(start, mixed.master.master)
+    assert master_frac > 0.95 and pure_frac < 0.3, (master_frac, pure_frac)
+
+
+def test_bf16_master_weights_resume_exactly(tiny_qwen25_dir, train_file, tmp_path):
+    from vigorl_agents.train.sft import CheckpointError, train
+
+    kw = {"weights_dtype": "bf16", "lr": 1e-3}
+    full = train(cfg_for(tiny_qwen25_dir, train_file, tmp_path / "full", max_steps=3, **kw))
+    part = cfg_for(tiny_qwen25_dir, train_file, tmp_path / "part", max_steps=2, save_every=2, **kw)
+    first = train(part)
+    resumed = SFTTrainer(replace(part, max_steps=3))
+    masters = [m.detach().clone() for m in resumed.master.master]
+    second = resumed.run()
+    assert [m["loss"] for m in first["history"] + second["history"]] == [
+        m["loss"] for m in full["history"]
+    ]
+    # the masters came back as fp32 values, not as the bf16 rounding of the saved weights
+    assert any(not torch.equal(m, m.to(torch.bfloat16).float()) for m in masters)
+    # a checkpoint written without masters cannot be resumed with weights_dtype="bf16"
+    pure = cfg_for(tiny_qwen25_dir, train_file, tmp_path / "pure", max_steps=1)
+    train(replace(pure, weights_dtype="bf16_pure"))
+    with pytest.raises(CheckpointError, match="master"):
+        SFTTrainer(replace(pure, weights_dtype="bf16", max_steps=2))
 
 
 def test_prefetched_batches_equal_synchronous_ones(tiny_qwen25_dir, train_file, tmp_path):

@@ -12,10 +12,13 @@ What the loop does, and why:
   materialising L × 151k floats.
 * **Trainable**: the language model (full fine-tuning); the vision tower and its patch merger are
   frozen by default (`freeze_vision`). `lora=True` trains peft LoRA adapters on the language
-  model's projections instead (`train.lora`; merged weights in every checkpoint). Master weights stay float32 (`weights_dtype="fp32"`, default); `bf16` runs the forward
-  under `torch.autocast(bfloat16)`. `weights_dtype="bf16"` instead loads and keeps the model in
-  bfloat16 (weights, grads and AdamW state: pure-bf16 training as LLaMA-Factory / DeepSpeed bf16 do)
-  and skips autocast: half the optimizer/clipping traffic and no per-op casts.
+  model's projections instead (`train.lora`; merged weights in every checkpoint).
+* **Precision**: `weights_dtype="fp32"` (default) keeps float32 weights; `bf16=True` runs the
+  forward under `torch.autocast(bfloat16)`. `weights_dtype="bf16"` keeps the model itself in
+  bfloat16 (bf16 GEMMs without per-op casts, half the weight traffic) and float32 master weights
+  in AdamW (`train.precision`: grads moved to fp32, clipping and the update in fp32, then rounded
+  into the model), as DeepSpeed's bf16 mode does. `"bf16_pure"` drops the master copy (least
+  memory; updates below a bf16 step of the weight are lost, i.e. most of them at lr 1e-6).
 * **Data overlap** (single process): while the accelerator runs step s, a background thread
   builds step s+1's micro-batches (image processor, tokenisation, collate; pinned memory on CUDA)
   and the main thread copies them with `non_blocking=True`. The window is still a function of the
@@ -92,6 +95,7 @@ from vigorl_agents.train.lora import (
     merged_state_dict,
     save_adapter,
 )
+from vigorl_agents.train.precision import MasterWeights
 from vigorl_env.protocol import FORCED_PREFIX
 
 logger = logging.getLogger(__name__)
@@ -129,9 +133,12 @@ class SFTConfig:
     cutoff_len: int = 8192
     bf16: bool = False
     """Autocast the forward to bfloat16 (float32 master weights). Paper runs: True on GPU."""
-    weights_dtype: Literal["fp32", "bf16"] = "fp32"
-    """"bf16": load and keep the model in bfloat16 (pure-bf16 AdamW, no autocast; single process
-    only, DeepSpeed has its own bf16 config). "fp32": float32 master weights (default)."""
+    weights_dtype: Literal["fp32", "bf16", "bf16_pure"] = "fp32"
+    """"fp32" (default): float32 weights, forward under autocast when `bf16`. "bf16": the model in
+    bfloat16 (no autocast) with float32 master weights in AdamW (`train.precision`; what DeepSpeed
+    bf16 does). "bf16_pure": bf16 weights and AdamW state, no master copy: least memory, but
+    updates smaller than a bf16 step of the weight round away (at lr 1e-6 nearly all of them).
+    Single process only; DeepSpeed has its own bf16 config."""
     gradient_checkpointing: bool = False
     freeze_vision: bool = True
     lora: bool = False
@@ -261,10 +268,10 @@ def _load_model(path: str, cfg: SFTConfig, device: Any):
 
     from vigorl_agents.models.load import load_weights, set_processor_pixel_bounds
 
-    pure_bf16 = cfg.weights_dtype == "bf16" and not cfg.deepspeed
+    bf16_weights = cfg.weights_dtype in ("bf16", "bf16_pure") and not cfg.deepspeed
     model = load_weights(
         path,
-        dtype=torch.bfloat16 if pure_bf16 else torch.float32,
+        dtype=torch.bfloat16 if bf16_weights else torch.float32,
         device=device,
         attn_implementation=cfg.attn_implementation,
         seed=cfg.seed,
@@ -456,8 +463,10 @@ class SFTTrainer:
             raise ValueError("per_device_batch, grad_accum and epochs must be >= 1")
         if not cfg.train_file:
             raise ValueError("SFTConfig.train_file is required")
-        if cfg.weights_dtype not in ("fp32", "bf16"):
-            raise ValueError(f"weights_dtype must be 'fp32' or 'bf16', not {cfg.weights_dtype!r}")
+        if cfg.weights_dtype not in ("fp32", "bf16", "bf16_pure"):
+            raise ValueError(
+                f"weights_dtype must be 'fp32', 'bf16' or 'bf16_pure', not {cfg.weights_dtype!r}"
+            )
         self.cfg = cfg
         self.out = Path(cfg.output_dir)
         self.ds = bool(cfg.deepspeed)
@@ -551,10 +560,13 @@ class SFTTrainer:
         self.total_steps = self.steps_per_epoch * cfg.epochs
         self.stop_step = min(self.total_steps, cfg.max_steps or self.total_steps)
 
+        trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.master = (
+            MasterWeights(trainable) if cfg.weights_dtype == "bf16" and not self.ds else None
+        )
         decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (decay if p.ndim >= 2 else no_decay).append(p)
+        for p, q in zip(trainable, self.master.master if self.master else trainable, strict=True):
+            (decay if p.ndim >= 2 else no_decay).append(q)
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": cfg.weight_decay},
@@ -601,6 +613,10 @@ class SFTTrainer:
                     if path is None:
                         raise RuntimeError("deepspeed found no checkpoint")
                 else:
+                    if self.master is not None:
+                        if resume_state.get("master_weights") is None:
+                            raise KeyError("no fp32 master weights (written without bf16 masters)")
+                        self.master.load_state_dict(resume_state["master_weights"])
                     self.optimizer.load_state_dict(resume_state["optimizer"])
                     self.scheduler.load_state_dict(resume_state["scheduler"])
             except (ValueError, KeyError, RuntimeError, AssertionError) as e:
@@ -733,7 +749,7 @@ class SFTTrainer:
 
         import torch
 
-        if not self.cfg.bf16 or self.ds or self.cfg.weights_dtype == "bf16":
+        if not self.cfg.bf16 or self.ds or self.cfg.weights_dtype != "fp32":
             # DeepSpeed bf16 / pure bf16: the weights themselves are bf16
             return contextlib.nullcontext()
         return torch.autocast(device_type=self.device.type, dtype=torch.bfloat16)
@@ -766,7 +782,11 @@ class SFTTrainer:
             loss.backward()
             loss_value += float(loss.detach())
             tokens += n_tok
-        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.master is not None:  # fp32 grads, clipping and AdamW on the master copies
+            self.master.grads_to_master()
+            params = self.master.master
+        else:
+            params = [p for p in self.model.parameters() if p.requires_grad]
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.cfg.max_grad_norm))
         lr = self.scheduler.get_last_lr()[0]
         skipped = not math.isfinite(grad_norm)
@@ -774,6 +794,8 @@ class SFTTrainer:
             logger.warning("step %d: non-finite grad norm %s, update skipped", self.step, grad_norm)
         else:
             self.optimizer.step()
+            if self.master is not None:
+                self.master.master_to_model()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.step += 1
@@ -977,6 +999,7 @@ class SFTTrainer:
                 "num_examples": len(self.train_ds),
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
+                "master_weights": self.master.state_dict() if self.master else None,
                 "rng": _rng_state(),
                 "config": asdict(self.cfg),
             }
