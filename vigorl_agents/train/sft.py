@@ -567,11 +567,14 @@ class SFTTrainer:
         decay, no_decay = [], []
         for p, q in zip(trainable, self.master.master if self.master else trainable, strict=True):
             (decay if p.ndim >= 2 else no_decay).append(q)
+        groups = [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0.0},
+        ]
         self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": cfg.weight_decay},
-                {"params": no_decay, "weight_decay": 0.0},
-            ],
+            # no empty group (LoRA has no 1-D trainables): DeepSpeed drops empty groups, and the
+            # scheduler, built on this optimizer, would then step a group count that is not there
+            [g for g in groups if g["params"]],
             lr=cfg.lr,
             betas=(0.9, 0.999),
             # one fused kernel over all parameters (CUDA) instead of foreach launches per group
