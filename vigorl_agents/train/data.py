@@ -179,16 +179,22 @@ def load_vigorl_jsonl(path: str | os.PathLike[str], data_root: Any = None) -> li
     return records
 
 
-def load_sharegpt_json(path: str | os.PathLike[str], data_root: Any = None) -> list[SFTRecord]:
-    """LLaMA-Factory sharegpt JSON array (SPEC §2.4 single-turn, §2.5 multi-turn); upstream absolute
-    image paths are re-rooted under DATA_ROOT. Errors name the file and the 0-based record index."""
-    path = Path(path)
+def read_json_array(path: Path) -> list[Any]:
+    """A sharegpt file's JSON array; `DataFormatError` naming the file (and line) otherwise."""
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as e:
         raise DataFormatError(f"{path}: invalid JSON at line {e.lineno} ({e.msg})") from e
     if not isinstance(data, list):
         raise DataFormatError(f"{path}: a sharegpt file must hold a JSON array of records")
+    return data
+
+
+def load_sharegpt_json(path: str | os.PathLike[str], data_root: Any = None) -> list[SFTRecord]:
+    """LLaMA-Factory sharegpt JSON array (SPEC §2.4 single-turn, §2.5 multi-turn); upstream absolute
+    image paths are re-rooted under DATA_ROOT. Errors name the file and the 0-based record index."""
+    path = Path(path)
+    data = read_json_array(path)
     root = _data_root(data_root)
     kind = "multi_turn"
     return [

@@ -58,7 +58,13 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from vigorl_agents.train.data import _check_messages, _data_root, _fail, _resolve_images
+from vigorl_agents.train.data import (
+    _check_messages,
+    _data_root,
+    _fail,
+    _resolve_images,
+    read_json_array,
+)
 from vigorl_env import DataFormatError
 from vigorl_env.data.images import open_image_file
 from vigorl_env.geometry import Frame, model_frame, smart_resize
@@ -225,12 +231,7 @@ def import_upstream_chains(
     split = split or _infer_split(src)
     if split not in ("train", "val"):
         raise ValueError(f"split must be 'train' or 'val', got {split!r}")
-    try:
-        data = json.loads(src.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise DataFormatError(f"{src}: invalid JSON at line {e.lineno} ({e.msg})") from e
-    if not isinstance(data, list):
-        raise DataFormatError(f"{src}: a sharegpt file must hold a JSON array of records")
+    data = read_json_array(src)
 
     bounds = {"min_pixels": min_pixels, "max_pixels": max_pixels, "max_side": max_side}
     frames = Path(frames_dir) if frames_dir is not None else None
