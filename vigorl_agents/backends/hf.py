@@ -248,6 +248,9 @@ class HFPolicy:
     `vigorl_agents.models.load.load_hf`. `min_pixels` / `max_pixels` set the processor's bounds;
     they must satisfy min_pixels ≤ the env's m and max_pixels ≥ the env's M (SPEC §3.1).
     `max_batch_size` caps the sequences (conversations × n) of one `generate` call.
+    A model loaded here by name runs the vision tower's windowed attention batched
+    (`vision_attention="grouped"`, `models.vision_attention`: same output, one SDPA call per window
+    length instead of one per window); a model passed in is used as it is.
     """
 
     def __init__(
@@ -261,6 +264,7 @@ class HFPolicy:
         min_pixels: int | None = None,
         max_pixels: int | None = None,
         attn_implementation: str | None = None,
+        vision_attention: str = "grouped",
     ) -> None:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
@@ -280,6 +284,14 @@ class HFPolicy:
                 max_pixels=max_pixels,
             )
             processor = processor if processor is not None else loaded
+            if vision_attention == "grouped":
+                from vigorl_agents.models.vision_attention import use_grouped_vision_attention
+
+                use_grouped_vision_attention(model)
+            elif vision_attention != "transformers":
+                raise ValueError(
+                    f"vision_attention must be 'grouped' or 'transformers', not {vision_attention!r}"
+                )
         else:
             model = model_or_path
             if processor is None:
