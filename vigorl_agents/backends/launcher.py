@@ -319,8 +319,10 @@ class VLLMServer:
         self._signal_group(proc.pid, signal.SIGKILL)
         proc.wait()
         self.process = None
-        deadline = time.monotonic() + 5.0
+        deadline = time.monotonic() + 10.0
         while self._group_alive(proc.pid) and time.monotonic() < deadline:
+            # again: a member forked while the first signal was delivered escaped it
+            self._signal_group(proc.pid, signal.SIGKILL)
             time.sleep(0.05)
 
     @staticmethod
