@@ -227,6 +227,23 @@ def measure(args: Args, model: Any, processor: Any, device: str) -> list[dict]:
                 "hfpolicy_s": [round(t, 3) for t in pol_t],
             }
         )
+    # HFPolicy as it runs a model it loads by name: grouped vision attention (measured last, as
+    # it patches the shared model's vision attention modules in place)
+    from vigorl_agents.models.vision_attention import use_grouped_vision_attention
+
+    use_grouped_vision_attention(model)
+    for row in rows:
+        batch = convs[: row["batch"]]
+        run_policy(policy, batch, 4, device)
+        times = []
+        for _ in range(args.repeats):
+            tok, t, _ = run_policy(policy, batch, args.new_tokens, device)
+            times.append(t)
+        row["hfpolicy_grouped_tok_s"] = round(tok / statistics.median(times), 1)
+        row["ratio_grouped_over_plain"] = round(
+            row["hfpolicy_grouped_tok_s"] / row["plain_tok_s"], 3
+        )
+        row["hfpolicy_grouped_s"] = [round(t, 3) for t in times]
     return rows
 
 
@@ -248,12 +265,14 @@ def environment(device: str) -> dict[str, str]:
 def render(args: Args, env: dict[str, str], rows: list[dict], model_desc: str) -> str:
     header = (
         "| batch | prompt tokens (padded) | new tokens | plain generate only tok/s "
-        "| plain tok/s | HFPolicy tok/s | HFPolicy / plain |\n|---|---|---|---|---|---|---|"
+        "| plain tok/s | HFPolicy tok/s | HFPolicy / plain | HFPolicy, grouped vision attention "
+        "tok/s | grouped / plain |\n|---|---|---|---|---|---|---|---|---|"
     )
     lines = [
         f"| {r['batch']} | {r['prompt_tokens_padded']} | {r['new_tokens']} "
         f"| {r['plain_generate_only_tok_s']} | {r['plain_tok_s']} | {r['hfpolicy_tok_s']} "
-        f"| {r['ratio_hfpolicy_over_plain']} |"
+        f"| {r['ratio_hfpolicy_over_plain']} | {r.get('hfpolicy_grouped_tok_s', '—')} "
+        f"| {r.get('ratio_grouped_over_plain', '—')} |"
         for r in rows
     ]
     about = [
