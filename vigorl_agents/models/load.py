@@ -22,10 +22,18 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from vigorl_agents.models.shapes import SHAPE_MODELS, build_random, is_random_init, shape_model_dir
+from vigorl_agents.models.shapes import (
+    RANDOM_INIT_MARKER,
+    SHAPE_MODELS,
+    SHAPE_RECIPE_VERSION,
+    build_random,
+    is_random_init,
+    write_shape_folder,
+)
 from vigorl_agents.models.tiny import MARKER_FILE, RECIPE_VERSION, build_tiny_model
 
 logger = logging.getLogger(__name__)
@@ -44,38 +52,59 @@ def cache_root() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "vigorl"
 
 
-def _tiny_is_current(folder: Path) -> bool:
+def _marker_is_current(folder: Path, marker_file: str, version: int) -> bool:
     try:
-        marker = json.loads((folder / MARKER_FILE).read_text(encoding="utf-8"))
+        marker = json.loads((folder / marker_file).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return False
-    return marker.get("recipe_version") == RECIPE_VERSION
+    return marker.get("recipe_version") == version
 
 
-def tiny_model_dir(name: str) -> Path:
-    """Build (once, cached) the tiny model called `name` and return its folder.
+def _build_once(
+    folder: Path, is_current: Callable[[Path], bool], build: Callable[[Path], None]
+) -> Path:
+    """`folder`, built by `build(tmp)` unless `is_current(folder)` already holds.
 
     The build goes to a temporary sibling folder that is renamed into place, so concurrent
-    processes (a test session and the vLLM server it starts) never see a half-written model.
-    """
-    arch = TINY_MODELS[name]
-    folder = cache_root() / "tiny" / f"{arch}-seed{TINY_SEED}-{TINY_MAX_PIXELS}"
-    if _tiny_is_current(folder):
+    processes (a test session and the vLLM server it starts, the ranks of a launch) never see a
+    half-written folder."""
+    if is_current(folder):
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
     try:
-        build_tiny_model(tmp, arch=arch, seed=TINY_SEED, max_pixels=TINY_MAX_PIXELS, overwrite=True)
-        if folder.exists() and not _tiny_is_current(folder):
+        build(tmp)
+        if folder.exists() and not is_current(folder):
             shutil.rmtree(folder, ignore_errors=True)  # stale recipe or an interrupted build
         try:
             tmp.rename(folder)
         except OSError:
-            if not _tiny_is_current(folder):  # lost a race only if the winner finished
+            if not is_current(folder):  # lost a race only if the winner finished
                 raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return folder
+
+
+def tiny_model_dir(name: str) -> Path:
+    """Build (once, cached) the tiny model called `name` and return its folder."""
+    arch = TINY_MODELS[name]
+    return _build_once(
+        cache_root() / "tiny" / f"{arch}-seed{TINY_SEED}-{TINY_MAX_PIXELS}",
+        lambda f: _marker_is_current(f, MARKER_FILE, RECIPE_VERSION),
+        lambda tmp: build_tiny_model(
+            tmp, arch=arch, seed=TINY_SEED, max_pixels=TINY_MAX_PIXELS, overwrite=True
+        ),
+    )
+
+
+def shape_model_dir(name: str) -> Path:
+    """Write (once, cached) the folder of architecture-only model `name` (`models.shapes`)."""
+    return _build_once(
+        cache_root() / "shape" / name,
+        lambda f: _marker_is_current(f, RANDOM_INIT_MARKER, SHAPE_RECIPE_VERSION),
+        lambda tmp: write_shape_folder(tmp, name, tiny_model_dir("tiny-qwen2.5-vl")),
+    )
 
 
 def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
@@ -94,7 +123,7 @@ def resolve_model(name_or_path: str | os.PathLike[str]) -> str:
     if s in TINY_MODELS:
         return str(tiny_model_dir(s))
     if s in SHAPE_MODELS:
-        return str(shape_model_dir(s, cache_root(), tiny_model_dir("tiny-qwen2.5-vl")))
+        return str(shape_model_dir(s))
     path = Path(s).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
@@ -206,14 +235,12 @@ def load_weights(
     (no weights) a seeded random init built on the device."""
     from transformers import AutoModelForImageTextToText
 
-    if is_random_init(path):
-        logger.warning("%s: random weights (architecture-only model, seed %d)", path, seed)
-        return build_random(
-            path, dtype=dtype, device=device, attn_implementation=attn_implementation, seed=seed
-        )
     kwargs: dict[str, Any] = {"dtype": dtype}
     if attn_implementation is not None:
         kwargs["attn_implementation"] = attn_implementation
+    if is_random_init(path):
+        logger.warning("%s: random weights (architecture-only model, seed %d)", path, seed)
+        return build_random(path, device=device, seed=seed, **kwargs)
     model = AutoModelForImageTextToText.from_pretrained(path, **kwargs)
     return model.to(device)
 

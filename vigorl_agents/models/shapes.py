@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -86,67 +85,33 @@ def shape_config(size: str, tiny_config: Any) -> Any:
     )
 
 
-def _is_current(folder: Path) -> bool:
-    try:
-        marker = json.loads((folder / RANDOM_INIT_MARKER).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return marker.get("recipe_version") == SHAPE_RECIPE_VERSION
-
-
 def is_random_init(folder: str | Path) -> bool:
     """True for a `shape-*` folder (config + processor, weights built at load time)."""
     return (Path(folder) / RANDOM_INIT_MARKER).is_file()
 
 
-def shape_model_dir(name: str, cache: Path, tiny_folder: Path) -> Path:
-    """Write (once) the folder of shape model `name` under `cache/shape/` from the tiny model's
-    processor files; atomic rename so concurrent ranks never see a half folder."""
+def write_shape_folder(out: Path, name: str, tiny_folder: Path) -> None:
+    """Write shape model `name`'s folder into `out`: the tiny model's processor files, the shape's
+    config and the marker (no weights). `models.load.shape_model_dir` caches it."""
     from transformers import AutoConfig
 
-    size = SHAPE_MODELS[name]
-    folder = cache / "shape" / name
-    if _is_current(folder):
-        return folder
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{name}.", dir=folder.parent))
-    try:
-        for f in tiny_folder.iterdir():
-            if f.is_file() and not f.name.startswith(("model", "config.json", "vigorl_tiny")):
-                shutil.copy2(f, tmp / f.name)
-        shape_config(size, AutoConfig.from_pretrained(tiny_folder)).save_pretrained(tmp)
-        (tmp / RANDOM_INIT_MARKER).write_text(
-            json.dumps({"recipe_version": SHAPE_RECIPE_VERSION, "name": name}), encoding="utf-8"
-        )
-        if folder.exists():
-            shutil.rmtree(folder, ignore_errors=True)
-        try:
-            tmp.rename(folder)
-        except OSError:
-            if not _is_current(folder):
-                raise
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
-    return folder
+    for f in tiny_folder.iterdir():
+        if f.is_file() and not f.name.startswith(("model", "config.json", "vigorl_tiny")):
+            shutil.copy2(f, out / f.name)
+    shape_config(SHAPE_MODELS[name], AutoConfig.from_pretrained(tiny_folder)).save_pretrained(out)
+    (out / RANDOM_INIT_MARKER).write_text(
+        json.dumps({"recipe_version": SHAPE_RECIPE_VERSION, "name": name}), encoding="utf-8"
+    )
 
 
-def build_random(
-    folder: str | Path,
-    *,
-    dtype: Any,
-    device: Any,
-    attn_implementation: str | None = None,
-    seed: int = 0,
-) -> Any:
+def build_random(folder: str | Path, *, device: Any, seed: int = 0, **kwargs: Any) -> Any:
     """The model of a shape folder with seeded random weights, built on `device` (fast on GPU:
-    no host-side init of billions of parameters, no copy)."""
+    no host-side init of billions of parameters, no copy); `kwargs` go to `from_config` (dtype,
+    attn_implementation)."""
     import torch
     from transformers import AutoConfig, AutoModelForImageTextToText
 
     config = AutoConfig.from_pretrained(folder)
-    kwargs: dict[str, Any] = {"dtype": dtype}
-    if attn_implementation is not None:
-        kwargs["attn_implementation"] = attn_implementation
     torch.manual_seed(seed)
     with torch.device(device):
         return AutoModelForImageTextToText.from_config(config, **kwargs)
