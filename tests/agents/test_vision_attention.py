@@ -99,3 +99,19 @@ def test_flash_configured_models_are_left_alone():
     )
     model.model.visual.config._attn_implementation = "flash_attention_2"
     assert use_grouped_vision_attention(model) == 0
+
+
+def test_modes_are_checked_and_switched_modules_are_known():
+    from transformers import AutoModelForImageTextToText
+
+    from vigorl_agents.models.load import tiny_model_dir
+    from vigorl_agents.models.vision_attention import set_vision_attention, uses_grouped_attention
+
+    model = AutoModelForImageTextToText.from_pretrained(
+        tiny_model_dir("tiny-qwen2.5-vl"), dtype=torch.float32, attn_implementation="sdpa"
+    )
+    attn = model.model.visual.blocks[0].attn
+    with pytest.raises(ValueError, match="vision_attention"):
+        set_vision_attention(model, "flash")
+    assert set_vision_attention(model, "transformers") == 0 and not uses_grouped_attention(attn)
+    assert set_vision_attention(model, "grouped") == 2 and uses_grouped_attention(attn)

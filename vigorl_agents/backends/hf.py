@@ -269,6 +269,12 @@ class HFPolicy:
         if max_batch_size < 1:
             raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
         from vigorl_agents.models.load import load_hf, set_processor_pixel_bounds
+        from vigorl_agents.models.vision_attention import (
+            check_vision_attention,
+            set_vision_attention,
+        )
+
+        check_vision_attention(vision_attention)
 
         if isinstance(model_or_path, (str, Path)):
             if device is None:
@@ -284,14 +290,7 @@ class HFPolicy:
                 max_pixels=max_pixels,
             )
             processor = processor if processor is not None else loaded
-            if vision_attention == "grouped":
-                from vigorl_agents.models.vision_attention import use_grouped_vision_attention
-
-                use_grouped_vision_attention(model)
-            elif vision_attention != "transformers":
-                raise ValueError(
-                    f"vision_attention must be 'grouped' or 'transformers', not {vision_attention!r}"
-                )
+            set_vision_attention(model, vision_attention)
         else:
             model = model_or_path
             if processor is None:

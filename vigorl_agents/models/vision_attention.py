@@ -29,6 +29,7 @@ import types
 from typing import Any
 
 _PLAN_ATTR = "_vigorl_segment_plan"
+VISION_ATTENTION_MODES = ("grouped", "transformers")
 _ATTENTION_CLASSES = ("Qwen2_5_VLVisionAttention", "VisionAttention", "Qwen2VLVisionAttention")
 
 
@@ -145,3 +146,23 @@ def use_grouped_vision_attention(model: Any) -> int:
         module.forward = types.MethodType(_grouped_forward, module)
         n += 1
     return n
+
+
+def check_vision_attention(mode: str) -> str:
+    if mode not in VISION_ATTENTION_MODES:
+        raise ValueError(f"vision_attention must be one of {VISION_ATTENTION_MODES}, not {mode!r}")
+    return mode
+
+
+def set_vision_attention(model: Any, mode: str) -> int:
+    """Apply a `vision_attention` mode: "grouped" (`use_grouped_vision_attention`; returns the
+    modules switched) or "transformers" (the model as it is; 0)."""
+    if check_vision_attention(mode) == "grouped":
+        return use_grouped_vision_attention(model)
+    return 0
+
+
+def uses_grouped_attention(module: Any) -> bool:
+    """True for a vision attention module switched by `use_grouped_vision_attention`."""
+    fwd = vars(module).get("forward")
+    return getattr(fwd, "__func__", None) is _grouped_forward

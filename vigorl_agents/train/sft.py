@@ -152,7 +152,9 @@ class SFTConfig:
     length (`models.vision_attention`; same result, ~9k fewer kernel launches per 4 × 1008²
     images). "transformers": its per-window loop. Flash-attention models keep their varlen path."""
     liger: bool = False
-    """Liger-kernel fused RMSNorm and SwiGLU MLP (GPU extra `liger-kernel`, CUDA only)."""
+    """Liger kernels (GPU extra `liger-kernel`, CUDA only): fused RMSNorm, SwiGLU (language
+    model and the vision tower's gated MLP) and RoPE (language model process-wide; vision RoPE
+    through the grouped vision attention). See `_apply_liger`."""
     seed: int = 0
     log_every: int = 1
     save_every: int = 100
@@ -283,11 +285,11 @@ def _load_model(path: str, cfg: SFTConfig, device: Any):
 
 def _speedups(model: Any, cfg: SFTConfig) -> dict[str, Any]:
     """Apply the configured kernel substitutions to a loaded model; return what was applied."""
-    applied: dict[str, Any] = {}
-    if cfg.vision_attention == "grouped":
-        from vigorl_agents.models.vision_attention import use_grouped_vision_attention
+    from vigorl_agents.models.vision_attention import set_vision_attention
 
-        applied["grouped_vision_attention_modules"] = use_grouped_vision_attention(model)
+    applied: dict[str, Any] = {
+        "grouped_vision_attention_modules": set_vision_attention(model, cfg.vision_attention)
+    }
     if cfg.liger:
         applied["liger"] = _apply_liger(model)
     return applied
@@ -303,6 +305,8 @@ def _apply_liger(model: Any) -> list[str]:
     module and no longer calls the function it replaces: a silent no-op) and its cross-entropy
     (`compute_loss` already computes logits at supervised positions only)."""
     import sys
+
+    from vigorl_agents.models.vision_attention import uses_grouped_attention
 
     try:
         from liger_kernel.transformers import monkey_patch
@@ -344,9 +348,10 @@ def _apply_liger(model: Any) -> list[str]:
     ]
     for mlp in gated:
         monkey_patch._patch_swiglu_module(mlp, LigerSwiGLUMLP)
-    for b in blocks:  # used by the grouped vision attention (models.vision_attention)
-        b.attn._vigorl_rotary = liger_rotary_pos_emb_vision
-    applied += ["vision_swiglu"] * bool(gated) + ["vision_rope"] * bool(blocks)
+    grouped = [b.attn for b in blocks if uses_grouped_attention(b.attn)]
+    for attn in grouped:  # read by the grouped vision attention only (models.vision_attention)
+        attn._vigorl_rotary = liger_rotary_pos_emb_vision
+    applied += ["vision_swiglu"] * bool(gated) + ["vision_rope"] * bool(grouped)
     return applied
 
 
