@@ -27,6 +27,7 @@ from PIL import Image
 
 import vigorl_env  # noqa: F401  (registers the ids)
 from benchmarks.machine import machine_name
+from benchmarks.report import write_results
 from vigorl_env.data.synth.search import SynthSearch
 from vigorl_env.protocol import format_tool_call
 
@@ -126,13 +127,14 @@ def main(args: Args) -> dict:
         ]
     )
     print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            f"# env_step benchmark\n\nCommand: `uv run python -m benchmarks.perf.env_step "
-            f"--out {args.out}`\n\n{table}\n"
-        )
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(
+        args.out,
+        title="env_step benchmark",
+        module="benchmarks.perf.env_step",
+        table=table,
+        result=result,
+        runner="uv run python",
+    )
     return result
 
 

@@ -33,12 +33,9 @@ CPU smoke run (the tiny model, small inputs; seconds):
 
 from __future__ import annotations
 
-import json
 import logging
 import platform
-import shlex
 import statistics
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +46,7 @@ import tyro
 from PIL import Image
 
 from benchmarks.machine import machine_name
+from benchmarks.report import write_results
 from vigorl_agents.backends.hf import HFPolicy, render_prompt
 from vigorl_agents.models.load import load_hf, tiny_model_dir
 from vigorl_agents.policy import Conversation, Message, SamplingParams
@@ -306,14 +304,13 @@ def main(args: Args) -> dict:
         result["max_memory_allocated_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 2)
     table = render(args, env, rows, model_desc)
     print(table)
-    if args.out is not None:
-        command = shlex.join(["python", "-m", "benchmarks.perf.hf_generate", *sys.argv[1:]])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            f"# HFPolicy vs plain `generate` (transformers backend)\n\n"
-            f"Command: `{command}`\n\n{table}\n"
-        )
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(
+        args.out,
+        title="HFPolicy vs plain `generate` (transformers backend)",
+        module="benchmarks.perf.hf_generate",
+        table=table,
+        result=result,
+    )
     return result
 
 

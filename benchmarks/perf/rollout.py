@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import copy
-import json
 import platform
 import time
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from pathlib import Path
 import tyro
 
 from benchmarks.machine import machine_name
+from benchmarks.report import write_results
 from vigorl_agents.backends.launcher import VLLMServer
 from vigorl_agents.backends.vllm_server import VLLMServerPolicy
 from vigorl_agents.models.load import resolve_model
@@ -180,12 +180,14 @@ def main(args: Args) -> dict:
         ["| measure | value |", "|---|---|", *(f"| {k} | {v} |" for k, v in result.items())]
     )
     print(table)
-    if args.out is not None:
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            f"# rollout benchmark\n\nCommand: `uv run python -m benchmarks.perf.rollout --out {args.out}`\n\n{table}\n"
-        )
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(
+        args.out,
+        title="rollout benchmark",
+        module="benchmarks.perf.rollout",
+        table=table,
+        result=result,
+        runner="uv run python",
+    )
     return result
 
 

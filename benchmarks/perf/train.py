@@ -50,9 +50,7 @@ import gc
 import json
 import logging
 import platform
-import shlex
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -66,6 +64,7 @@ from PIL import Image
 
 from benchmarks.machine import machine_name
 from benchmarks.perf.hf_generate import MAX_PIXELS, MIN_PIXELS, WORDS, qwen25_vl_3b_shape
+from benchmarks.report import write_results
 
 log = logging.getLogger("benchmarks.perf.train")
 
@@ -622,14 +621,13 @@ def main(args: Args) -> dict:
         "rows": rows,
         "errors": errors,
     }
-    if args.out is not None:
-        command = shlex.join(["python", "-m", "benchmarks.perf.train", *sys.argv[1:]])
-        args.out.parent.mkdir(parents=True, exist_ok=True)
-        args.out.write_text(
-            f"# SFT train step: ours vs a bare transformers loop\n\nCommand: `{command}`\n\n"
-            f"{table}\n"
-        )
-        args.out.with_suffix(".json").write_text(json.dumps(result, indent=2) + "\n")
+    write_results(
+        args.out,
+        title="SFT train step: ours vs a bare transformers loop",
+        module="benchmarks.perf.train",
+        table=table,
+        result=result,
+    )
     return result
 
 
