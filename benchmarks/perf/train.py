@@ -1,11 +1,12 @@
 """SFT train throughput: our step (`SFTTrainer.train_step`) vs a bare transformers loop, one GPU.
 
 Why: issue 4 item 6 asks for train tokens/s and MFU of our SFT step against plain transformers on
-the same model and batch, measured in the same run (target: ≥ 10× the plain loop, ≥ 30 % MFU).
+the same model and batch, measured in the same run (target: ≥ 10× the PERF_NOTES plain loop,
+≥ 30 % MFU); both ratios are printed.
 
 Setting: a randomly initialised model of Qwen2.5-VL-3B's shape (config built exactly as in
 `benchmarks.perf.hf_generate`: 36 × 2048 language model, 32 × 1280 vision tower, ~3.75 B params),
-SDPA attention, gradient checkpointing, batch 4; each sample is one random 1008² image (1,296
+SDPA attention, batch 4; each sample is one random 1008² image (1,296
 image tokens) + text so that the sequence is `image tokens + 2 + text_tokens` long (default 1,810
 tokens: chat template, random user words and a supervised assistant answer). The four records go
 through our data path (`SFTDataset` → `tokenize_record`, `collate`), written as a vigorl JSONL.
@@ -13,13 +14,14 @@ through our data path (`SFTDataset` → `tokenize_record`, `collate`), written a
 Sides, each timed as wall-clock per optimizer step with CUDA synchronised (median of `steps` after
 `warmup` steps):
 
-- ours: `SFTTrainer(SFTConfig(bf16=True, gradient_checkpointing=True, attn_implementation="sdpa",
-  per_device_batch=4, grad_accum=1))` with its defaults, so the vision tower + merger are frozen
-  (SPEC default), float32 master weights, forward under bf16 autocast, loss = cross-entropy at
-  supervised positions only, grad-norm clipping, AdamW + cosine schedule. The step includes
-  building the micro-batch (image processor on CPU), as in training. The only substitution: the
-  model comes from `from_config` (random init on the GPU) instead of `from_pretrained`
-  (`sft._load_model` is patched), the processor is the tiny model's (same tokenizer/template).
+- ours (`ours`, `ours_ckpt`, `ours_liger`, … : `OURS_VARIANTS`): `SFTTrainer.train_step` with
+  `SFTConfig(weights_dtype=--weights-dtype, attn_implementation="sdpa", per_device_batch=4,
+  grad_accum=1)` plus the variant's overrides (vision attention, gradient checkpointing, Liger,
+  LoRA); vision tower + merger frozen (SPEC default), loss = cross-entropy at supervised positions
+  only, grad-norm clipping, AdamW + cosine schedule. The next step's batch is built in the
+  trainer's background thread, as in training. The only substitution: the model comes from
+  `from_config` (random init on the GPU) instead of `from_pretrained` (`sft._load_model` is
+  patched), the processor is the tiny model's (same tokenizer/template).
 - plain: the same architecture built in bf16 (bf16 weights, grads and AdamW state), the collated
   batch of ours, `model(**batch, labels=labels).loss.backward(); opt.step(); opt.zero_grad()` with
   torch AdamW and `gradient_checkpointing_enable(use_reentrant=False)`; timed twice: vision frozen
@@ -30,7 +32,8 @@ convention); tokens = non-padding tokens of the batch; peak = `peak_tflops` (989
 H200 SXM bf16 dense). A cheap breakdown: our micro-batch build (CPU), the vision forward alone
 (no grad), and the language-model-only fwd+bwd (text ids of the same length, no pixels).
 
-    python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--weights-dtype bf16] [--profile] \
+    python -m benchmarks.perf.train [--steps 5] [--warmup 2] [--weights-dtype bf16] \
+        [--sides plain_full ours ours_liger] [--profile --profile-side ours_liger] \
         [--out benchmarks/results/train.md]
 
 `--weights-dtype` sets our sides' `SFTConfig.weights_dtype` (default "bf16": bf16 model, fp32 master
@@ -40,8 +43,8 @@ steps) and writes its top 25 ops by self CUDA time into the results.
 
 CPU smoke run (tiny model, small inputs; seconds):
 
-    .venv/bin/python -m benchmarks.perf.train --tiny --batch 2 --image-size 56 --text-tokens 64 \
-        --steps 1 --warmup 1
+    .venv/bin/python -m benchmarks.perf.train --tiny --batch 2 --image-size 56 --text-tokens 160 \
+        --steps 1 --warmup 1 --sides plain_full ours
 """
 
 from __future__ import annotations
@@ -99,7 +102,7 @@ class Args:
     """Our sides' `SFTConfig.weights_dtype` (a variant may override it): "bf16" (bf16 model, fp32
     master weights in AdamW), "bf16_pure" or "fp32" (+ autocast). The tiny smoke run uses fp32."""
     profile: bool = False
-    """torch.profiler over one step of ours and one plain frozen-vision step: top-25 ops table."""
+    """torch.profiler over one step of `profile_side`: top-25 ops table."""
     profile_rows: int = 25
     profile_side: str = "ours"
     """Which of our variants `--profile` profiles."""
@@ -307,10 +310,10 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
     overrides, described = OURS_VARIANTS[side]
     wdtype = "fp32" if args.tiny else overrides.get("weights_dtype", args.weights_dtype)
     overrides = {k: v for k, v in overrides.items() if k != "weights_dtype"}
-    pure_bf16 = wdtype != "fp32"  # the model itself is bf16
+    bf16_model = wdtype != "fp32"
 
     def load(path: str, cfg: Any, dev: Any):
-        model = _build(args, torch.bfloat16 if pure_bf16 else torch.float32, str(dev))
+        model = _build(args, torch.bfloat16 if bf16_model else torch.float32, str(dev))
         processor = _processor(device)
         set_processor_pixel_bounds(processor, min_pixels=cfg.min_pixels, max_pixels=cfg.max_pixels)
         return model, processor
@@ -367,7 +370,7 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
         data_t = _time(lambda tr=trainer: tr._micro_batch(window), "cpu", 0, 2)
         row["micro_batch_build_s"] = statistics.median(data_t)
         row["vision_fwd_s"] = _vision_fwd(
-            trainer.model, batch, device, autocast=not args.tiny and not pure_bf16
+            trainer.model, batch, device, autocast=not args.tiny and not bf16_model
         )
     del trainer, step
     _free(device)
@@ -438,7 +441,6 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
         _free(device)
         times = _time(step, device, args.warmup, args.steps)
         n_all, n_train = _n_params(model)
-        prof = None  # profiles of the plain loop: see the earlier runs in results/train.md
         rows.append(
             {
                 "side": side,
@@ -448,7 +450,6 @@ def run_plain(args: Args, batch: dict, device: str, sides: list[str]) -> list[di
                 "step_s": times,
                 "losses": losses,
                 "peak_mem_gib": _peak_gib(device),
-                **({"profile": prof} if prof else {}),
             }
         )
         del opt, step
