@@ -14,7 +14,7 @@ export PYTHONPATH=/tmp/site:$PWD VIGORL_CACHE=/tmp/vcache NCCL_NVLS_ENABLE=0
 python3 -c "from vigorl_agents.models.load import resolve_model as r; r('shape-qwen2.5-vl-3b')"
 nvidia-smi --query-gpu=name,memory.total --format=csv > "$OUT/gpus.csv"
 STEPS=${STEPS:-6}
-(CUDA_VISIBLE_DEVICES=1 MASTER_PORT=29611 timeout "${T1:-330}" torchrun --nproc_per_node 1 \
+(CUDA_VISIBLE_DEVICES=1 timeout "${T1:-330}" torchrun --nproc_per_node 1 \
     --master_port 29611 -m experiments.sft shape3b-zero3 --name n1 --sft.max-steps "$STEPS" \
     > "$OUT/n1.log" 2>&1; echo "n1 rc=$?" >> "$OUT/n1.log") &
 CUDA_VISIBLE_DEVICES=0 timeout "${TB:-330}" python3 -m benchmarks.perf.train --profile \
@@ -26,4 +26,4 @@ timeout "${T2:-240}" torchrun --nproc_per_node 2 --master_port 29612 -m experime
     shape3b-zero3 --name n2 --sft.max-steps "$STEPS" > "$OUT/n2.log" 2>&1
 echo "n2 rc=$?" >> "$OUT/n2.log"
 cp runs/sft/n2/metrics.jsonl "$OUT/n2_metrics.jsonl" 2>/dev/null
-tail -3 "$OUT"/*.log
+tail -n 3 "$OUT"/*.log

@@ -62,6 +62,7 @@ from vigorl_agents.train.data import (
     _check_messages,
     _data_root,
     _fail,
+    _guess_kind,
     _resolve_images,
     read_json_array,
 )
@@ -302,11 +303,7 @@ def import_upstream_chains(
                         image_path, wrote = _write_frame(img, frames, bounds, frame, where)
                         frames_written += wrote
 
-                kind = (
-                    "multi_turn"
-                    if sum(m["role"] == "assistant" for m in messages) > 1
-                    else "direct"
-                )
+                kind = _guess_kind({"messages": messages}, "multi_turn")
                 kinds[kind] += 1
                 rid = str(obj.get("id", f"{src.stem}:{i}"))
                 meta: dict[str, Any] = {
