@@ -23,7 +23,19 @@ Single-turn: after the first action. Multi-turn: SPEC §5.5 rules (answer, inval
 action, turn limit, image budget after the forced final answer).
 
 ## Arguments
-SPEC §5.2; see `vigorl_env.config.build_config`.
+The make kwargs of docs/envs.md (see `vigorl_env.config.build_config`), plus `data_root` and
+`dataset`: any object with the `vigorl_env.data.base.Dataset` interface (`name`, `split`, `len`,
+`[index]` giving `Sample`s, `index_of`) replaces the benchmark's own data, e.g.
+`gym.make("ViGoRL/VStar-v0", dataset=my_dataset)`. The benchmark still picks the task family,
+prompts and frame/crop defaults. A passed-in dataset must pickle (async vector envs ship it to their
+workers) and its class, name and split are mixed into `env.fingerprint`, so states and results of a
+custom dataset never match the registered one's. `split=`, if given, must equal `dataset.split`.
+
+## Ground truth
+The episode (sample and ground truth) is private. Public, ground-truth-free views: `frame_image`
+(the model-frame image), `crop_at(point)` (the crop the env would return), `num_samples`,
+`sample_id_at(index)`, `transcript()`, `get_state()`. The ground truth appears only in the final
+step's `info["ground_truth"]` and, as a score, through `accuracy_of(answer)`.
 
 ## Version History
 - v0: initial release (SPEC version 0 + clarifications 0.1).
@@ -31,7 +43,9 @@ SPEC §5.2; see `vigorl_env.config.build_config`.
 
 from __future__ import annotations
 
+import hashlib
 import importlib
+import json
 from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -50,6 +64,7 @@ from vigorl_env.spaces import AnyText, VarImage
 
 FRAME_CACHE_SIZE = 64
 CROP_CACHE_SIZE = 32
+MAX_ACTION_CHARS = 100_000
 
 
 @dataclass(frozen=True)
@@ -102,12 +117,44 @@ def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = 
     )
 
 
+def _check_dataset(dataset: Any, config: EnvConfig) -> None:
+    """Refuse a `dataset=` that lacks the `Dataset` interface or contradicts `split=`."""
+    if not isinstance(dataset, Dataset):
+        raise TypeError(
+            "dataset= needs the vigorl_env.data.base.Dataset interface (name, split, __len__, "
+            f"__getitem__, index_of); got {type(dataset).__name__}"
+        )
+    if config.split is not None and config.split != dataset.split:
+        raise ValueError(f"split={config.split!r} but the dataset's split is {dataset.split!r}")
+
+
+def _fingerprint(config: EnvConfig, dataset: Dataset | None) -> str:
+    """The config fingerprint; with a passed-in dataset, also its class, name and split.
+
+    The dataset itself is not a make kwarg that can be hashed (it is an object), but an EnvState or
+    an evaluation result of a custom dataset must not match the registered dataset's, so its
+    identity is mixed in.
+    """
+    fp = config.fingerprint()
+    if dataset is None:
+        return fp
+    kind = f"{type(dataset).__module__}.{type(dataset).__qualname__}"
+    blob = json.dumps([fp, kind, str(dataset.name), str(dataset.split)], ensure_ascii=True)
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
 class GroundedReasoningEnv(gym.Env[dict, str]):
     __doc__ = __doc__
     metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array"], "render_fps": 1}
 
     def __init__(
-        self, benchmark: str, *, data_root: Any = None, render_mode: str | None = None, **kwargs
+        self,
+        benchmark: str,
+        *,
+        data_root: Any = None,
+        render_mode: str | None = None,
+        dataset: Dataset | None = None,
+        **kwargs,
     ):
         self.config = build_config(benchmark, **kwargs)
         if render_mode not in (None, "rgb_array"):
@@ -115,8 +162,12 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         self.render_mode = render_mode
         self._data_root = data_root
         self.env_id = self.config.spec.env_id
-        self.dataset = load_dataset(self.config, data_root, self.env_id)
-        self.split = self.dataset.split
+        if dataset is None:
+            self._dataset = load_dataset(self.config, data_root, self.env_id)
+        else:
+            _check_dataset(dataset, self.config)
+            self._dataset = dataset
+        self.split = self._dataset.split
         self.family = self.config.spec.family
         self.answer_kind = self.family.answer_kind
         self.system_prompt = (
@@ -126,9 +177,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
                 self.config.mode, self.config.variant, self.config.prompt_newlines
             )
         )
-        self.fingerprint = self.config.fingerprint()
+        self.fingerprint = _fingerprint(self.config, dataset)
         self.observation_space = gym.spaces.Dict({"image": VarImage(), "text": AnyText()})
-        self.action_space = AnyText(max_length=100_000)
+        self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
         self._frames = _LRU(FRAME_CACHE_SIZE)
         self._crops = _LRU(CROP_CACHE_SIZE)
         self._episode: _Episode | None = None
@@ -149,16 +200,16 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         super().reset(seed=seed)
         options = options or {}
         if options.get("sample_id") is not None:
-            index = self.dataset.index_of(str(options["sample_id"]))
+            index = self._dataset.index_of(str(options["sample_id"]))
         elif options.get("index") is not None:
             index = int(options["index"])
-            if not 0 <= index < len(self.dataset):
+            if not 0 <= index < len(self._dataset):
                 raise IndexError(
-                    f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self.dataset)})"
+                    f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self._dataset)})"
                 )
         else:
-            index = int(self.np_random.integers(0, len(self.dataset)))
-        sample = self.dataset[index]
+            index = int(self.np_random.integers(0, len(self._dataset)))
+        sample = self._dataset[index]
         frame_img, frame = self._frames.get_or(index, lambda: self._make_frame(sample))
         ep = _Episode(
             sample=sample,
@@ -387,9 +438,43 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
             obs, _, _, _, info = self.step(action)
         return obs, info
 
+    # ------------------------------------------------------------------ GT-free views
+    # The running episode (sample, ground truth) is private: a policy, a demo or a benchmark sees
+    # the ground truth only in the final step's info["ground_truth"] and through accuracy_of.
     @property
-    def episode(self) -> _Episode | None:
-        return self._episode
+    def num_samples(self) -> int:
+        """Number of samples in the split (2**31 - 1 for an unlimited procedural split)."""
+        return len(self._dataset)
+
+    def sample_id_at(self, index: int) -> str:
+        """The sample id at `index` of the split (what `reset(options={"index": index})` runs)."""
+        if not 0 <= index < len(self._dataset):
+            raise IndexError(
+                f"{self.env_id}[{self.split}]: index {index} outside [0, {len(self._dataset)})"
+            )
+        return self._dataset[index].sample_id
+
+    @property
+    def frame_image(self) -> Image.Image:
+        """The current episode's model-frame image (a copy; the reset observation as a PIL image).
+
+        Raises `RuntimeError` before the first reset.
+        """
+        if self._episode is None:
+            raise RuntimeError("no episode: call reset() first")
+        return self._episode.frame_img.copy()
+
+    def crop_at(self, point: tuple[int, int]) -> tuple[Image.Image, CropInfo]:
+        """The crop/zoom the env would return for a model-frame `point` (crop settings of this env,
+        dot included), with its `CropInfo`; see docs/geometry.md. Does not change the episode.
+
+        Raises `RuntimeError` before the first reset.
+        """
+        if self._episode is None:
+            raise RuntimeError("no episode: call reset() first")
+        x, y = (int(point[0]), int(point[1]))
+        arr, crop = self._crop(self._episode, (x, y))
+        return Image.fromarray(np.array(arr)), crop
 
     def _require_episode(self) -> _Episode:
         if self._episode is None:

@@ -68,7 +68,7 @@ def main(args: Args) -> dict:
         env = gym.make("ViGoRL/VStar-v0", data_root=tmp, max_turns=10**9, max_images=10**9)
         obs, info = env.reset(options={"index": 0})
     w, h = info["frame"]["model_size"]
-    frame_img = env.unwrapped.episode.frame_img
+    frame_img = env.unwrapped.frame_image
     off = info["crop"]["offset"]
     c = info["crop"]["crop_size_effective"]
     points = [

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 import vigorl_env
 from vigorl_env import protocol, rewards
-from vigorl_env.env import EnvState, GroundedReasoningEnv
+from vigorl_env.env import EnvState, GroundedReasoningEnv, load_dataset
 
 SYNTH_IDS = list(vigorl_env.PROCEDURAL_IDS)
 REAL_IDS = list(vigorl_env.UPSTREAM_IDS)
@@ -34,6 +34,11 @@ SPEC_IDS = [
     "ViGoRL/SynthGrounding-v0",
     "ViGoRL/SynthWebAction-v0",
 ]
+
+
+def sample_of(env, info):
+    """The episode's sample read from the data source itself (the env keeps it private)."""
+    return load_dataset(env.unwrapped.config)[info["index"]]
 
 
 def tc(x: int, y: int, think: str = "Look here.") -> str:
@@ -130,7 +135,7 @@ def test_reset_info_and_no_ground_truth_leak():
     assert info["system_prompt"].startswith(
         "You are a helpful assistant tasked with answering a question"
     )
-    sample = env.unwrapped.episode.sample
+    sample = sample_of(env, info)
     assert info["sample_id"] == sample.sample_id == f"SynthSearch-train-0-{info['index']}"
     # nothing in info names the answer or the objects
     flat = repr(info)
@@ -167,6 +172,7 @@ def test_defaults_follow_spec_table():
 def test_multi_turn_episode_crops_forced_prefix_and_reward():
     env = gym.make("ViGoRL/SynthSearch-v0")
     obs, info = env.reset(seed=1)
+    answer = sample_of(env, info).answer
     w, h = info["frame"]["model_size"]
     points = [(100, 100), (400, 100), (100, 400), (400, 400)]
     for i, (x, y) in enumerate(points, start=1):
@@ -182,7 +188,6 @@ def test_multi_turn_episode_crops_forced_prefix_and_reward():
             "clamped": False,
         }
     assert info["assistant_prefix"] == protocol.FORCED_PREFIX
-    answer = env.unwrapped.episode.sample.answer
     obs, r, term, trunc, info = env.step(f" {answer} </answer><|im_end|>")
     assert info["prefix_prepended"] is True
     assert (term, trunc, info["end_reason"]) == (True, False, "answer")
@@ -244,7 +249,7 @@ def test_clamped_point_and_dot_observation():
 def test_single_turn_grounding_reward_in_model_frame():
     env = gym.make("ViGoRL/SynthGrounding-v0")
     _, info = env.reset(seed=5)
-    sample = env.unwrapped.episode.sample
+    sample = sample_of(env, info)
     sx, sy = info["frame"]["scale"]
     x1, y1, x2, y2 = sample.gt_box
     cx, cy = round((x1 + x2) / 2 * sx), round((y1 + y2) / 2 * sy)
@@ -264,8 +269,8 @@ def test_single_turn_grounding_reward_in_model_frame():
 def test_single_turn_option_reward_and_vanilla():
     for variant, think in (("grounded", "The cube (10, 20) is left."), ("vanilla", "no points")):
         env = gym.make("ViGoRL/SynthSpatial-v0", variant=variant)
-        env.reset(seed=11)
-        answer = env.unwrapped.episode.sample.answer
+        _, info = env.reset(seed=11)
+        answer = sample_of(env, info).answer
         _, r, _, _, info = env.step(f"<think>{think}</think>\n<answer> {answer} </answer>")
         assert r == 1.0, info["reward_components"]
     env = gym.make("ViGoRL/SynthSpatial-v0")
@@ -347,8 +352,8 @@ def test_state_snapshot_restore_and_pickle():
 
 def test_finalize_and_accuracy_of():
     env = gym.make("ViGoRL/SynthSearch-v0")
-    env.reset(seed=9)
-    answer = env.unwrapped.episode.sample.answer
+    _, info = env.reset(seed=9)
+    answer = sample_of(env, info).answer
     assert env.unwrapped.accuracy_of(answer) == 1.0
     assert env.unwrapped.accuracy_of("definitely not " + answer) == 0.0
     env.step(tc(100, 100))
