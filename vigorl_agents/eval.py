@@ -141,12 +141,12 @@ async def evaluate(
             kw = _make_kwargs(env_id, cfg, env_kwargs_for(env_id) if env_kwargs_for else {})
             make = make_env_factory(env_id, **kw)
             probe = make()
-            n = len(probe.unwrapped.dataset)
+            n = probe.unwrapped.num_samples
             if cfg.limit is None and n >= 2**31:
                 raise ValueError(f"{env_id}: the procedural split is unlimited; set limit")
             n = n if cfg.limit is None else min(n, cfg.limit)
             mode = probe.unwrapped.config.mode
-            ids = [probe.unwrapped.dataset[i].sample_id for i in range(n)]
+            ids = [probe.unwrapped.sample_id_at(i) for i in range(n)]
             probe.close()
             todo = [
                 EpisodeSpec(i, e)
