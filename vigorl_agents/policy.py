@@ -14,10 +14,10 @@ from typing import Any, Literal, Protocol, runtime_checkable
 import numpy as np
 from PIL import Image
 
+from vigorl_agents.chat import IMAGE_TOKEN, chat_messages
 from vigorl_env.protocol import STOP_STRINGS
 
 ImageLike = Image.Image | np.ndarray
-IMAGE_TOKEN = "<image>"
 
 
 @dataclass(frozen=True)
@@ -69,29 +69,6 @@ class Message:
                 f"{len(self.images)} images"
             )
 
-    def chat_content(
-        self, image_part: Callable[[ImageLike], dict[str, Any]]
-    ) -> str | list[dict[str, Any]]:
-        """Chat-template content: plain text for a text-only message, else text and image parts in
-        `<image>` order (SPEC §4.5). `image_part` says how a backend passes an image."""
-        if not self.images:
-            return self.text
-        return [
-            {"type": "text", "text": part} if isinstance(part, str) else image_part(part)
-            for part in self.parts()
-        ]
-
-    def parts(self) -> list[str | ImageLike]:
-        """Text and images interleaved in the order the model sees them (SPEC §4.5)."""
-        out: list[str | ImageLike] = []
-        chunks = self.text.split(IMAGE_TOKEN)
-        for i, chunk in enumerate(chunks):
-            if chunk:
-                out.append(chunk)
-            if i < len(self.images):
-                out.append(self.images[i])
-        return out
-
 
 @dataclass
 class Conversation:
@@ -103,6 +80,18 @@ class Conversation:
     @property
     def images(self) -> list[ImageLike]:
         return [img for m in self.messages for img in m.images]
+
+    def chat_messages(
+        self, image_part: Callable[[ImageLike], dict[str, Any]], *, with_prefix: bool = True
+    ) -> list[dict[str, Any]]:
+        """Chat-template messages (`vigorl_agents.chat.chat_messages`, the one builder); each
+        backend only says how an image travels (`image_part`). `with_prefix=False` leaves out the
+        forced assistant prefix (for a backend that appends it to the rendered prompt itself)."""
+        return chat_messages(
+            [(m.role, m.text, m.images) for m in self.messages],
+            image_part,
+            assistant_prefix=self.assistant_prefix if with_prefix else None,
+        )
 
 
 @dataclass(frozen=True)

@@ -133,19 +133,9 @@ def processor_reference(record: SFTRecord, processor):
     """The processor's own path: chat template over content parts, then processor(text, images)."""
     from PIL import Image
 
-    conv = []
-    for m in record.messages:
-        parts = m["content"].split("<image>")
-        if len(parts) == 1:
-            conv.append({"role": m["role"], "content": m["content"]})
-            continue
-        content = []
-        for k, p in enumerate(parts):
-            if k:
-                content.append({"type": "image"})
-            if p:
-                content.append({"type": "text", "text": p})
-        conv.append({"role": m["role"], "content": content})
+    from vigorl_agents.chat import chat_messages, placeholder_image_part, text_turns
+
+    conv = chat_messages(text_turns(record.messages), placeholder_image_part)
     text = processor.apply_chat_template(conv, tokenize=False)
     imgs = [Image.open(p).convert("RGB") for p in record.images] or None
     return processor(text=[text], images=imgs, return_tensors="pt")

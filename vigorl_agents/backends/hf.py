@@ -53,6 +53,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from vigorl_agents.chat import placeholder_image_part
 from vigorl_agents.policy import (
     Completion,
     Conversation,
@@ -81,10 +82,7 @@ def _to_rgb(image: ImageLike) -> Image.Image:
 
 def render_prompt(processor: Any, conv: Conversation) -> str:
     """The prompt text of `conv`: chat template + generation prompt (+ the forced prefix)."""
-    messages = [
-        {"role": m.role, "content": m.chat_content(lambda _: {"type": "image"})}
-        for m in conv.messages
-    ]
+    messages = conv.chat_messages(placeholder_image_part, with_prefix=False)
     text = processor.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
     if not isinstance(text, str):  # some versions return a one-element list
         text = text[0]

@@ -126,16 +126,7 @@ def to_openai_messages(
     (SPEC §4.4). Text-only messages are sent as plain strings (what the chat template renders
     identically) and messages with images as lists of text and `image_url` parts.
     """
-    out = [
-        {
-            "role": m.role,
-            "content": m.chat_content(lambda img: _image_url_part(img, image_format, cache)),
-        }
-        for m in conv.messages
-    ]
-    if conv.assistant_prefix:
-        out.append({"role": "assistant", "content": conv.assistant_prefix})
-    return out
+    return conv.chat_messages(lambda img: _image_url_part(img, image_format, cache))
 
 
 def chat_template_flags(conv: Conversation) -> dict[str, bool]:

@@ -54,11 +54,8 @@ def _image_pil_part(image: Any) -> dict[str, Any]:
 
 
 def engine_messages(conv: Conversation) -> list[dict[str, Any]]:
-    """Like `to_openai_messages`, with PIL image parts instead of data URLs."""
-    out = [{"role": m.role, "content": m.chat_content(_image_pil_part)} for m in conv.messages]
-    if conv.assistant_prefix:
-        out.append({"role": "assistant", "content": conv.assistant_prefix})
-    return out
+    """Like `to_openai_messages` (the same builder), with PIL image parts instead of data URLs."""
+    return conv.chat_messages(_image_pil_part)
 
 
 class VLLMEnginePolicy:

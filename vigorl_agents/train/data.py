@@ -38,6 +38,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from vigorl_agents.chat import chat_messages, placeholder_image_part, text_turns
 from vigorl_env import DataFormatError
 from vigorl_env.data.images import reroot_image_path
 from vigorl_env.protocol import FORCED_PREFIX
@@ -400,19 +401,7 @@ def template_ids(record: SFTRecord, processor: Any, image_tokens: Sequence[int])
     """Reference ids: the processor's chat template over the conversation (images as content parts),
     each image's single `<|image_pad|>` expanded to its token count (what the processor's __call__
     does), tokenized as one string."""
-    conv = []
-    for m in record.messages:
-        parts = m["content"].split(IMAGE_MARKER)
-        if len(parts) == 1:
-            conv.append({"role": m["role"], "content": m["content"]})
-            continue
-        content: list[dict[str, str]] = []
-        for k, p in enumerate(parts):
-            if k:
-                content.append({"type": "image"})
-            if p:
-                content.append({"type": "text", "text": p})
-        conv.append({"role": m["role"], "content": content})
+    conv = chat_messages(text_turns(record.messages), placeholder_image_part)
     text = processor.apply_chat_template(conv, tokenize=False)
     chunks = text.split(IMAGE_PAD)
     if len(chunks) - 1 != len(image_tokens):
