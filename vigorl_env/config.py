@@ -12,19 +12,18 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from vigorl_env.geometry import effective_crop_size
+from vigorl_env.rewards import (
+    ACCURACY_FNS,
+    ANSWER_EXTRACTIONS,
+    DEFAULT_WEIGHTS,
+    MODES,
+    VARIANTS,
+)
 from vigorl_env.tasks import BENCHMARKS, BenchmarkSpec
 
-MODES = ("single_turn", "multi_turn")
-VARIANTS = ("grounded", "vanilla")
-ACCURACY_FNS = ("normalized", "lenient_upstream")
-ANSWER_EXTRACTIONS = ("tags", "whole_output")
 PROMPT_NEWLINES = ("normalized", "literal")
 CROP_PRESETS = {"wide": {"offset": 100, "crop_size": 512, "draw_dot": True}}
 RESOLUTIONS = {"lr": 1920}  # ScreenSpot-Pro-LR (SPEC §3.2, §15.3)
-DEFAULT_WEIGHTS = {
-    "single_turn": {"accuracy": 0.5, "format": 0.5},
-    "multi_turn": {"accuracy": 0.6, "format": 0.4},
-}
 _UNSET: Any = object()
 
 

@@ -33,6 +33,7 @@ from dataclasses import dataclass
 __all__ = [
     "BACKTRACK",
     "FORCED_PREFIX",
+    "IMAGE_MARKER",
     "MAX_INT_DIGITS",
     "OBSERVATION_TEXT_DOT",
     "OBSERVATION_TEXT_NO_DOT",
@@ -75,10 +76,17 @@ TOOL_NAME = "search_coordinate"
 STOP_STRINGS: tuple[str, ...] = ("</tool_call>", "</answer>", "<|im_end|>")
 """§4.4: generation stop strings (kept in the output)."""
 
-OBSERVATION_TEXT_NO_DOT = "<observation>\nHere is the crop of the image centered on the coordinate:\n<image></observation>"
+IMAGE_MARKER = "<image>"
+"""Where an image goes in a user turn: exactly one in a question, one per observation. The one
+definition; every reader and writer of chat text (env, loaders, SFT, policies) imports it."""
+
+OBSERVATION_TEXT_NO_DOT = (
+    "<observation>\nHere is the crop of the image centered on the coordinate:\n"
+    f"{IMAGE_MARKER}</observation>"
+)
 OBSERVATION_TEXT_DOT = (
     "<observation>\nHere is the crop of the image centered on the coordinate, with a red dot at the "
-    "coordinate location:\n<image></observation>"
+    f"coordinate location:\n{IMAGE_MARKER}</observation>"
 )
 
 MAX_INT_DIGITS = 6

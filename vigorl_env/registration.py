@@ -9,7 +9,9 @@ from vigorl_env.tasks import BENCHMARKS
 
 ENTRY_POINT = "vigorl_env.env:GroundedReasoningEnv"
 VECTOR_ENTRY_POINT = "vigorl_env.vector:async_vector_env"
-ENV_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values())
+ENV_ID_OF: dict[str, str] = {b.name: b.env_id for b in BENCHMARKS.values()}
+"""Benchmark name -> registered env id (the one place ids are spelled: `BenchmarkSpec.env_id`)."""
+ENV_IDS: tuple[str, ...] = tuple(ENV_ID_OF.values())
 PROCEDURAL_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if b.procedural)
 UPSTREAM_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if not b.procedural)
 

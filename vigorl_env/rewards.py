@@ -18,6 +18,7 @@ import math
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Literal
 
 from vigorl_env.data.base import ANSWER_KINDS, AnswerKind
@@ -36,7 +37,10 @@ __all__ = [
     "ANSWER_EXTRACTIONS",
     "DEFAULT_MULTI_TURN_WEIGHTS",
     "DEFAULT_SINGLE_TURN_WEIGHTS",
+    "DEFAULT_WEIGHTS",
+    "MODES",
     "REWARD_RANGES",
+    "VARIANTS",
     "GroundTruth",
     "accuracy",
     "answer_accuracy",
@@ -50,10 +54,19 @@ __all__ = [
     "strip_letter",
 ]
 
+# The one declaration of these choices and defaults; `vigorl_env.config` validates make kwargs
+# against them (docs/envs.md#make-kwargs, docs/rewards.md).
+MODES: tuple[str, ...] = ("single_turn", "multi_turn")
+VARIANTS: tuple[str, ...] = ("grounded", "vanilla")
 ACCURACY_FNS: tuple[str, ...] = ("normalized", "lenient_upstream")
 ANSWER_EXTRACTIONS: tuple[str, ...] = ("tags", "whole_output")
-DEFAULT_SINGLE_TURN_WEIGHTS: Mapping[str, float] = {"accuracy": 0.5, "format": 0.5}
-DEFAULT_MULTI_TURN_WEIGHTS: Mapping[str, float] = {"accuracy": 0.6, "format": 0.4}
+DEFAULT_SINGLE_TURN_WEIGHTS: Mapping[str, float] = MappingProxyType(
+    {"accuracy": 0.5, "format": 0.5}
+)
+DEFAULT_MULTI_TURN_WEIGHTS: Mapping[str, float] = MappingProxyType({"accuracy": 0.6, "format": 0.4})
+DEFAULT_WEIGHTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
+    {"single_turn": DEFAULT_SINGLE_TURN_WEIGHTS, "multi_turn": DEFAULT_MULTI_TURN_WEIGHTS}
+)
 
 
 # --------------------------------------------------------------------------- ground truth
@@ -369,8 +382,8 @@ def single_turn_reward(
     (= fmt·has_point), format_raw (fmt), has_point. vanilla: overall = w_acc·acc + w_fmt·fmt,
     components overall, accuracy, format. All values are floats.
     """
-    if variant not in ("grounded", "vanilla"):
-        raise ValueError(f"unknown variant {variant!r}; expected 'grounded' or 'vanilla'")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     w_acc, w_fmt = _weights(weights, DEFAULT_SINGLE_TURN_WEIGHTS)
     acc = accuracy(text, gt, accuracy_fn=accuracy_fn, answer_extraction=answer_extraction)
     fmt = float(format_single_turn(text, gt.kind))

@@ -13,11 +13,13 @@ from typing import Any
 
 import gymnasium as gym
 
+from vigorl_env.registration import ENV_ID_OF
+
 
 def async_vector_env(
     num_envs: int = 1, *, benchmark: str, **kwargs: Any
 ) -> gym.vector.AsyncVectorEnv:
-    env_id = f"ViGoRL/{benchmark}-v0"
+    env_id = ENV_ID_OF[benchmark]
     return gym.vector.AsyncVectorEnv(
         [partial(gym.make, env_id, **kwargs)] * num_envs, shared_memory=False
     )

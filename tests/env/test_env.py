@@ -475,3 +475,35 @@ def test_env_class_usable_directly():
     with pytest.raises(IndexError):
         env.reset(options={"index": 3})
     assert rewards.GroundTruth  # the env's reward module is the shared one
+
+
+def test_one_home_per_fact():
+    """Choices, default weights, env ids and the image marker are declared once and imported."""
+    import ast
+    from pathlib import Path
+
+    from vigorl_env import config, registration
+    from vigorl_env.data import upstream_records
+
+    assert config.ACCURACY_FNS is rewards.ACCURACY_FNS
+    assert config.ANSWER_EXTRACTIONS is rewards.ANSWER_EXTRACTIONS
+    assert config.DEFAULT_WEIGHTS is rewards.DEFAULT_WEIGHTS
+    assert config.MODES is rewards.MODES and config.VARIANTS is rewards.VARIANTS
+    for mode in rewards.MODES:
+        cfg = config.build_config("SynthSpatial", mode=mode)
+        assert cfg.reward_weights == dict(rewards.DEFAULT_WEIGHTS[mode])
+    assert upstream_records.IMAGE_MARKER is protocol.IMAGE_MARKER == "<image>"
+    assert registration.ENV_ID_OF["SynthSearch"] == "ViGoRL/SynthSearch-v0"
+    vec = gym.make_vec("ViGoRL/SynthSearch-v0", num_envs=1, size=3)
+    try:
+        assert vec.spec.id == "ViGoRL/SynthSearch-v0"
+    finally:
+        vec.close()
+    # no other module of the package spells the marker as a string literal of its own
+    pkg = Path(vigorl_env.__file__).parent
+    spelled = []
+    for path in sorted(pkg.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text("utf-8"))):
+            if isinstance(node, ast.Constant) and node.value == "<image>":
+                spelled.append(str(path.relative_to(pkg)))
+    assert spelled == ["protocol.py"]

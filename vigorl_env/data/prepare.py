@@ -38,6 +38,7 @@ from vigorl_env.data.base import fmt_options
 from vigorl_env.data.download import cli_data_root
 from vigorl_env.data.images import decode_image_bytes
 from vigorl_env.errors import DataFormatError, DataNotFoundError
+from vigorl_env.protocol import IMAGE_MARKER
 
 __all__ = [
     "ROBOSPATIAL_CATEGORIES",
@@ -205,8 +206,8 @@ def convert_robospatial(rows: Iterable[dict[str, Any]], data_root: str | os.Path
         rel = f"{ROBOSPATIAL_DIR}/images/{sid}.{ext}"
         (root / rel).write_bytes(data)
         question = (
-            "<image>"
-            + row["question"].replace("<image>", "").strip()
+            IMAGE_MARKER
+            + row["question"].replace(IMAGE_MARKER, "").strip()
             + "\n"
             + fmt_options(_OPTIONS)
         )

@@ -22,7 +22,6 @@ from pathlib import Path
 
 from vigorl_env.data.base import AnswerKind, Sample
 from vigorl_env.data.splits import hash_split
-from vigorl_env.data.upstream_records import IMAGE_MARKER as IMAGE_MARKER
 from vigorl_env.data.upstream_records import (
     normalize_prompt_text,
     normalize_question,
@@ -39,6 +38,7 @@ from vigorl_env.data.upstream_specs import (
 )
 from vigorl_env.data.upstream_specs import Schema as Schema
 from vigorl_env.errors import DataNotFoundError
+from vigorl_env.protocol import IMAGE_MARKER as IMAGE_MARKER
 
 __all__ = [
     "BENCHMARKS",

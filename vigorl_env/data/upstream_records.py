@@ -19,11 +19,10 @@ from vigorl_env.data.base import Sample
 from vigorl_env.data.images import ImageRef
 from vigorl_env.data.upstream_specs import Schema, UpstreamSpec
 from vigorl_env.errors import DataFormatError
+from vigorl_env.protocol import IMAGE_MARKER
 
 # the loader's logger name, kept from before the split (callers filter on it)
 logger = logging.getLogger("vigorl_env.data.upstream")
-
-IMAGE_MARKER = "<image>"
 
 # Text normalization, options, boxes
 # ---------------------------------------------------------------------------------------------

@@ -43,6 +43,7 @@ from vigorl_env.data.synth.grounding_instructions import INSTRUCTION_KINDS, _des
 from vigorl_env.data.synth.grounding_panels import SECTIONS
 from vigorl_env.data.synth.grounding_screen import _layout, _overlaps
 from vigorl_env.data.synth.ui import Page, Text
+from vigorl_env.protocol import IMAGE_MARKER
 
 __all__ = [
     "INSTRUCTION_KINDS",
@@ -100,7 +101,7 @@ class SynthGrounding(SynthDataset):
         box = c.els[ti].box
         return Sample(
             sample_id=sample_id,
-            question="<image>" + instruction,
+            question=IMAGE_MARKER + instruction,
             image=functools.partial(ui.render_page, page),
             answer=f"({box[0]}, {box[1]}, {box[2]}, {box[3]})",
             answer_kind="point_in_box",

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from vigorl_env.data.base import Sample, SceneObject, fmt_options
 from vigorl_env.data.synth.common import SynthDataset
 from vigorl_env.data.synth.shapes import COLOR_NAMES, COLORS, SHAPE_KINDS, mix, paste_shape
+from vigorl_env.protocol import IMAGE_MARKER
 
 # SPEC §2.7 numbers.
 W_RANGE = (1600, 2600)
@@ -244,7 +245,7 @@ class SynthSearch(SynthDataset):
         options = tuple(q["options"])
         return Sample(
             sample_id=sample_id,
-            question=f"<image>{text}\n{fmt_options(options)}",
+            question=f"{IMAGE_MARKER}{text}\n{fmt_options(options)}",
             image=functools.partial(render_search, scene),
             answer=answer,
             answer_kind="option_text",

@@ -23,6 +23,7 @@ from PIL import Image, ImageDraw, ImageFilter
 from vigorl_env.data.base import Sample, SceneObject, fmt_options
 from vigorl_env.data.synth.common import SynthDataset
 from vigorl_env.data.synth.shapes import COLOR_NAMES, COLORS, RGB, mix, shade
+from vigorl_env.protocol import IMAGE_MARKER
 
 # SPEC §2.7 numbers.
 WIDTH = (640, 1024)  # 4:3 canvas: W = 4k, H = 3k
@@ -286,7 +287,7 @@ class SynthSpatial(SynthDataset):
         )
         return Sample(
             sample_id=sample_id,
-            question=f"<image>{text}\n{fmt_options(options)}",
+            question=f"{IMAGE_MARKER}{text}\n{fmt_options(options)}",
             image=functools.partial(render_spatial, scene),
             answer=answer,
             answer_kind="option_text",

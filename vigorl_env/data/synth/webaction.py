@@ -68,6 +68,7 @@ from vigorl_env.data.synth.webaction_shop import (
     STORE_NAMES,
     SUFFIXES,
 )
+from vigorl_env.protocol import IMAGE_MARKER
 
 __all__ = [
     "CARD_BODY",
@@ -132,7 +133,7 @@ class SynthWebAction(SynthDataset):
         prev = "\n".join(out.previous) if out.previous else "None"
         return Sample(
             sample_id=sample_id,
-            question=f"<image>OBJECTIVE: {out.objective}\nPREVIOUS ACTIONS:\n{prev}",
+            question=f"{IMAGE_MARKER}OBJECTIVE: {out.objective}\nPREVIOUS ACTIONS:\n{prev}",
             image=functools.partial(ui.render_page, out.page),
             answer=out.answer,
             answer_kind="web_action",
