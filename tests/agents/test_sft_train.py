@@ -166,7 +166,22 @@ def test_training_learns_freezes_vision_and_saves_hf_folder(tiny_qwen25_dir, tra
     assert lines[0]["lr"] == pytest.approx(2e-3) and lines[-1]["lr"] < 2e-3
     # the checkpoint is a plain HF folder: from_pretrained → identical logits
     ckpt = Path(out["checkpoint"])
-    assert ckpt.name == "checkpoint-6" and (ckpt / "trainer_state.pt").is_file()
+    assert ckpt.name == "checkpoint-6" and (ckpt / "trainer_state.json").is_file()
+    state = json.loads((ckpt / "trainer_state.json").read_text())
+    assert state["step"] == 6 and state["version"] == 2
+    # every other file of the folder is recorded with its sha256
+    files = sorted(
+        str(q.relative_to(ckpt))
+        for q in ckpt.rglob("*")
+        if q.is_file() and q.name != "trainer_state.json"
+    )
+    assert (
+        sorted(state["files"]) == files and "optimizer.pt" in files and "model.safetensors" in files
+    )
+    assert (
+        state["files"]["model.safetensors"]
+        == hashlib.sha256((ckpt / "model.safetensors").read_bytes()).hexdigest()
+    )
     loaded = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
     inputs = {k: v for k, v in fixed.items() if k != "labels"}
     with torch.no_grad():
@@ -211,13 +226,91 @@ def test_corrupt_checkpoint_is_an_error_and_untouched(tiny_qwen25_dir, train_fil
             w = ck / "model.safetensors"
             w.write_bytes(w.read_bytes()[:1000])
         elif damage == "drop_state":
-            (ck / "trainer_state.pt").unlink()
+            (ck / "trainer_state.json").unlink()
         else:
-            (ck / "trainer_state.pt").write_bytes(b"not a torch file")
+            (ck / "trainer_state.json").write_bytes(b"not a JSON file")
         digest = _tree_digest(out)
         with pytest.raises(CheckpointError, match=f"cannot resume from {ck}"):
             SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, out, max_steps=2))
         assert _tree_digest(out) == digest  # nothing written, nothing overwritten
+
+
+class _Payload:
+    """Pickles to `open(marker, "w")`: unpickling it with code execution creates the marker."""
+
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_crafted_pickle_in_checkpoint_is_refused_and_never_run(
+    tiny_qwen25_dir, train_file, tmp_path
+):
+    """A checkpoint someone sends must not run code on resume: the legacy pickled
+    trainer_state.pt is refused unread, and a pickle payload in optimizer.pt (checksum forged to
+    match) is refused by the restricted unpickler before it creates anything."""
+    src = tmp_path / "src"
+    train(cfg_for(tiny_qwen25_dir, train_file, src, max_steps=1))
+    good = src / "checkpoint-1"
+
+    # 1. an old-style checkpoint: trainer_state.pt is a pickle with a payload
+    marker = tmp_path / "pwned_legacy"
+    legacy = tmp_path / "legacy" / "checkpoint-1"
+    shutil.copytree(good, legacy)
+    (legacy / "trainer_state.json").unlink()
+    torch.save({"step": 1, "payload": _Payload(marker)}, legacy / "trainer_state.pt")
+    with pytest.raises(CheckpointError, match=r"trainer_state\.pt, a pickle .* not loaded"):
+        SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, legacy.parent, max_steps=2))
+    assert not marker.exists()
+
+    # 2. the current layout with a payload in optimizer.pt and its sha256 updated to match
+    marker = tmp_path / "pwned_optimizer"
+    ck = tmp_path / "forged" / "checkpoint-1"
+    shutil.copytree(good, ck)
+    torch.save({"optimizer": _Payload(marker), "scheduler": {}}, ck / "optimizer.pt")
+    state = json.loads((ck / "trainer_state.json").read_text())
+    state["files"]["optimizer.pt"] = hashlib.sha256((ck / "optimizer.pt").read_bytes()).hexdigest()
+    (ck / "trainer_state.json").write_text(json.dumps(state))
+    with pytest.raises(CheckpointError, match=r"refusing to load .*optimizer\.pt"):
+        SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, ck.parent, max_steps=2))
+    assert not marker.exists()
+
+
+def test_zeroed_weights_are_caught_by_the_checksum(tiny_qwen25_dir, train_file, tmp_path):
+    """Zeroed bytes inside model.safetensors keep a loadable file (only tensor data changes), so
+    only the recorded sha256 can tell: resume names the damaged file and writes nothing."""
+    out = tmp_path / "run"
+    train(cfg_for(tiny_qwen25_dir, train_file, out, max_steps=1))
+    w = out / "checkpoint-1" / "model.safetensors"
+    data = bytearray(w.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 4096] = bytes(4096)
+    w.write_bytes(bytes(data))
+    digest = _tree_digest(out)
+    with pytest.raises(
+        CheckpointError, match=r"model\.safetensors does not match its recorded sha256"
+    ):
+        SFTTrainer(cfg_for(tiny_qwen25_dir, train_file, out, max_steps=2))
+    assert _tree_digest(out) == digest
+
+
+def test_resume_cuts_rerun_steps_from_metrics(tiny_qwen25_dir, train_file, tmp_path):
+    """A run killed after logging step 3 but before saving it resumes from checkpoint-2: step 3
+    is re-run, and metrics.jsonl holds each step once (the re-run's values), torn tail cut."""
+    out = tmp_path / "run"
+    cfg = cfg_for(tiny_qwen25_dir, train_file, out, max_steps=3, save_every=2, save_final=False)
+    first = train(cfg)
+    assert [s for s, _ in list_checkpoints(out)] == [2]
+    metrics = out / "metrics.jsonl"
+    with metrics.open("a") as f:
+        f.write('{"step": 4, "loss": 1.')  # torn write of the killed process
+    second = train(replace(cfg, max_steps=4))
+    rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[2]["loss"] == second["history"][0]["loss"]
+    assert rows[2]["loss"] == pytest.approx(first["history"][2]["loss"], rel=1e-6, abs=1e-7)
 
 
 def test_token_mean_aggregation_option(tiny_qwen25_dir, train_file, tmp_path):

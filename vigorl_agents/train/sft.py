@@ -31,14 +31,21 @@ What the loop does, and why:
 * **Data order**: epoch e visits the examples in `randperm(n)` drawn from a generator seeded with
   (seed, e); optimizer step s of the run is window s mod steps_per_epoch of epoch s // steps_per_epoch.
   The data position is therefore a function of the step, which makes resume exact.
-* **Checkpoints**: `output_dir/checkpoint-{step}/` is a plain Hugging Face folder (model +
-  processor, `from_pretrained` / vLLM load it as is) plus `trainer_state.pt` (optimizer, scheduler,
-  step, epoch, data position, RNG states). A checkpoint is written to a hidden temporary folder and
-  renamed into place, so a crash mid-save never leaves a half folder under the final name. `train`
-  resumes from the highest complete `checkpoint-N`; if that folder is damaged it raises
-  `CheckpointError` before writing anything.
-* **Logging**: `metrics.jsonl` (always) and tensorboard (`torch.utils.tensorboard`, only if the
-  `tensorboard` package is installed): loss, lr, grad norm, tokens/s, supervised tokens.
+* **Checkpoints** (docs/sft.md#checkpoints-and-safe-resume): `output_dir/checkpoint-{step}/`
+  is a plain Hugging Face folder (model + processor, `from_pretrained` / vLLM load it as is) plus
+  `optimizer.pt` (optimizer, scheduler and fp32 master tensors) and `trainer_state.json` (step,
+  epoch, data position, RNG states, config, and the sha256 of every other file of the folder).
+  Nothing a resume reads is unpickled with code execution: the state is JSON and `optimizer.pt`
+  is read with torch's restricted unpickler (`weights_only=True`), so a crafted checkpoint is
+  refused, never run. A checkpoint is written to a hidden temporary folder and renamed into
+  place, so a crash mid-save never leaves a half folder under the final name.
+* **Resume**: `train` resumes from the highest `checkpoint-N`. Before anything is written it
+  checks the folder (required files, JSON state, sha256 of every recorded file, the optimizer
+  file) and raises `CheckpointError` naming the folder and the file at fault; the steps after N
+  are re-run, so their records are cut from `metrics.jsonl` (and hidden in tensorboard).
+* **Logging**: `metrics.jsonl` (always; `vigorl_agents.jsonl` appender) and tensorboard
+  (`torch.utils.tensorboard`, only if the `tensorboard` package is installed): loss, lr, grad
+  norm, tokens/s, supervised tokens.
 
 Multi-GPU: DeepSpeed ZeRO-2/3 through the standard launcher (`deepspeed --num_gpus N -m ...` or
 `torchrun --nproc_per_node N -m ...`) with `deepspeed="zero2" | "zero3" | <json>`:
@@ -52,11 +59,16 @@ Multi-GPU: DeepSpeed ZeRO-2/3 through the standard launcher (`deepspeed --num_gp
   scaled so that the gradient equals the one-process gradient (both `loss_agg` modes);
 * rank 0 logs and writes metrics; `checkpoint-N/` holds the HF folder (ZeRO-3: 16-bit weights
   gathered from all ranks) plus `deepspeed/` (`engine.save_checkpoint`: fp32 master weights,
-  optimizer and scheduler partitions) for exact resume through `engine.load_checkpoint`.
+  optimizer and scheduler partitions; `rng_rank{r}.json` per rank) for exact resume through
+  `engine.load_checkpoint`. DeepSpeed unpickles its files without restriction, so each one is
+  first read with the restricted unpickler (`check_deepspeed_pickles`) and refused if it holds
+  anything but tensors, plain containers and the DeepSpeed classes its checkpoints need.
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import logging
 import math
@@ -66,11 +78,13 @@ import re
 import shutil
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from vigorl_agents.jsonl import JsonlAppender, cut_torn_tail, read_jsonl
 from vigorl_agents.train.data import (
     IGNORE_INDEX,
     PreflightError,
@@ -100,9 +114,15 @@ from vigorl_env.protocol import FORCED_PREFIX
 
 logger = logging.getLogger(__name__)
 
-STATE_FILE = "trainer_state.pt"
-STATE_VERSION = 1
+STATE_FILE = "trainer_state.json"
+"""Step, data position, RNG states, config and the sha256 of every other file (JSON)."""
+OPTIM_FILE = "optimizer.pt"
+"""Optimizer, scheduler and fp32 master weights (tensors; loaded with `weights_only=True`)."""
+LEGACY_STATE_FILE = "trainer_state.pt"
+"""The pickled state of checkpoints written before format version 2: refused, never loaded."""
+STATE_VERSION = 2
 DS_DIR = "deepspeed"
+METRICS_FILE = "metrics.jsonl"
 _CKPT = re.compile(r"^checkpoint-(\d+)$")
 _WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
 
@@ -175,7 +195,8 @@ class SFTConfig:
     attn_implementation: str | None = None
     """e.g. "sdpa" or "flash_attention_2" (paper); None = transformers' default."""
     save_optimizer: bool = True
-    """Write trainer_state.pt with the optimizer (exact resume). False: model-only checkpoints."""
+    """Write optimizer.pt and the RNG states (exact resume). False: model-only checkpoints
+    (their trainer_state.json still records the files' sha256, but they cannot be resumed)."""
     global_batch: int | None = None
     """Effective batch (sequences per optimizer step) over all ranks; when set, grad_accum is
     derived: per_device_batch × grad_accum × world_size = global_batch (paper: 32)."""
@@ -368,13 +389,143 @@ def list_checkpoints(output_dir: str | os.PathLike[str]) -> list[tuple[int, Path
     return sorted(found)
 
 
-def read_checkpoint_state(folder: Path, deepspeed: bool = False) -> dict[str, Any]:
-    """Validate a checkpoint folder for resume and return its trainer state.
+def sha256_file(path: Path, chunk: int = 8 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (hashlib releases the GIL: files hash in parallel)."""
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
-    `deepspeed`: the resuming run uses DeepSpeed (the optimizer state is in `folder/deepspeed/`).
-    Raises `CheckpointError` naming the folder and what is wrong; reads only."""
+
+def checkpoint_files(folder: Path) -> list[str]:
+    """Every file of a checkpoint folder (POSIX paths relative to it), the state file excluded."""
+    return sorted(
+        p.relative_to(folder).as_posix()
+        for p in folder.rglob("*")
+        if p.is_file() and p.relative_to(folder).as_posix() != STATE_FILE
+    )
+
+
+def hash_files(folder: Path, names: Sequence[str]) -> dict[str, str]:
+    """{name: sha256} of `folder/name` for each name, several files at a time."""
+    if not names:
+        return {}
+    with ThreadPoolExecutor(max_workers=min(8, len(names))) as pool:
+        digests = pool.map(lambda n: sha256_file(folder / n), names)
+        return dict(zip(names, digests, strict=True))
+
+
+def checksum_problems(
+    folder: Path, files: dict[str, str], shard: tuple[int, int] = (0, 1)
+) -> list[str]:
+    """What differs between the files of `folder` and their recorded sha256 (`files`), one line
+    per file, for the files of this shard (`(rank, world)`: file i belongs to rank i mod world)."""
+    rank, world = shard
+    names = [n for i, n in enumerate(sorted(files)) if i % world == rank]
+    problems, present = [], []
+    for n in names:
+        if not _safe_relative(n):
+            problems.append(f"{n!r} is not a path inside the checkpoint folder")
+        elif not (folder / n).is_file():
+            problems.append(f"{n} is missing")
+        else:
+            present.append(n)
+    for n, digest in hash_files(folder, present).items():
+        if digest != files[n]:
+            problems.append(
+                f"{n} does not match its recorded sha256 (damaged or changed since it was saved)"
+            )
+    return problems
+
+
+def _safe_relative(name: str) -> bool:
+    p = Path(name)
+    return bool(name) and not p.is_absolute() and ".." not in p.parts
+
+
+def _load_tensors(path: Path) -> Any:
+    """`torch.load` that never runs code: the restricted unpickler (`weights_only=True`) accepts
+    tensors and plain containers and refuses any other global before creating it."""
+    import pickle
+
     import torch
 
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise CheckpointError(
+            f"refusing to load {path}: it holds Python objects other than tensors and plain "
+            f"containers, which could run code when unpickled ({str(e).splitlines()[0]})"
+        ) from e
+    except Exception as e:  # truncated zip, not a torch file, ...
+        raise CheckpointError(f"cannot load {path}: {e}") from e
+
+
+_DEEPSPEED_GLOBALS = (
+    # what DeepSpeed's own ZeRO-2/3 checkpoint files hold besides tensors and plain containers
+    "deepspeed.runtime.zero.config.ZeroStageEnum",
+    "deepspeed.runtime.fp16.loss_scaler.LossScaler",
+    "deepspeed.runtime.fp16.loss_scaler.DynamicLossScaler",
+    "deepspeed.utils.tensor_fragment.fragment_address",
+    "collections.OrderedDict",
+    "torch.Size",
+)
+
+
+def _deepspeed_safe_globals() -> list[Any]:
+    import importlib
+
+    out = []
+    for name in _DEEPSPEED_GLOBALS:
+        module, _, attr = name.rpartition(".")
+        try:
+            out.append(getattr(importlib.import_module(module), attr))
+        except (ImportError, AttributeError):  # another DeepSpeed version: not allowed then
+            continue
+    return out
+
+
+def check_deepspeed_pickles(tag_dir: Path) -> None:
+    """Refuse DeepSpeed checkpoint files that could run code, before DeepSpeed reads them.
+
+    `engine.load_checkpoint` unpickles its `.pt` files with `weights_only=False` (DeepSpeed's
+    `TorchCheckpointEngine`), which runs whatever a crafted file asks for; it cannot be told
+    otherwise. So each file is first read here with torch's restricted unpickler (tensors
+    memory-mapped, not read), allowing only the few DeepSpeed classes its checkpoints hold
+    (`_DEEPSPEED_GLOBALS`); a file with any other global is refused and DeepSpeed never sees it."""
+    import pickle
+
+    import torch
+
+    files = sorted(tag_dir.rglob("*.pt"))
+    if not files:
+        raise CheckpointError(f"cannot resume: {tag_dir} holds no DeepSpeed checkpoint file")
+    with torch.serialization.safe_globals(_deepspeed_safe_globals()):
+        for f in files:
+            try:
+                torch.load(f, map_location="cpu", weights_only=True, mmap=True)
+            except pickle.UnpicklingError as e:
+                raise CheckpointError(
+                    f"refusing to resume from {f}: it holds Python objects outside the tensors, "
+                    f"plain containers and DeepSpeed classes a checkpoint needs, and DeepSpeed "
+                    f"would unpickle them unrestricted ({str(e).splitlines()[0]})"
+                ) from e
+            except Exception as e:
+                raise CheckpointError(f"cannot resume from {f}: {e}") from e
+
+
+def read_checkpoint_state(
+    folder: Path, deepspeed: bool = False, *, verify: bool = True
+) -> dict[str, Any]:
+    """Validate a checkpoint folder for resume and return its trainer state.
+
+    Nothing in the folder is unpickled: the state is JSON, the optimizer file is read with
+    `weights_only=True` (see docs/sft.md#checkpoints-and-safe-resume). Order: required files,
+    the JSON state, then the sha256 of every recorded file (`verify`; a DeepSpeed run checks its
+    shard itself, `SFTTrainer`), then the optimizer file. `deepspeed`: the resuming run uses
+    DeepSpeed (its optimizer state is in `folder/deepspeed/`). Raises `CheckpointError` naming the
+    folder and what is wrong; reads only."""
     problems = []
     if not (folder / "config.json").is_file():
         problems.append("config.json is missing")
@@ -382,47 +533,106 @@ def read_checkpoint_state(folder: Path, deepspeed: bool = False) -> dict[str, An
         problems.append(f"no model weights ({' / '.join(_WEIGHT_FILES)})")
     state_path = folder / STATE_FILE
     if not state_path.is_file():
-        problems.append(f"{STATE_FILE} is missing (model-only checkpoint: cannot resume exactly)")
+        if (folder / LEGACY_STATE_FILE).is_file():
+            problems.append(
+                f"it holds {LEGACY_STATE_FILE}, a pickle written by an older vigorl; it is not "
+                f"loaded because unpickling a file can run code (resume needs {STATE_FILE} + "
+                f"{OPTIM_FILE}: restart from the weights or retrain)"
+            )
+        else:
+            problems.append(f"{STATE_FILE} is missing (not a resumable checkpoint)")
     if problems:
         raise CheckpointError(f"cannot resume from {folder}: " + "; ".join(problems))
     try:
-        state = torch.load(state_path, map_location="cpu", weights_only=False)
-    except Exception as e:  # any unpickling failure means a damaged file
+        state = json.loads(state_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
         raise CheckpointError(
-            f"cannot resume from {folder}: {STATE_FILE} is unreadable ({e})"
+            f"cannot resume from {folder}: {STATE_FILE} is not valid JSON ({e})"
         ) from e
-    need = ("version", "step", "optimizer", "scheduler", "rng", "steps_per_epoch", "num_examples")
+    need = ("version", "step", "steps_per_epoch", "num_examples", "deepspeed", "files")
     missing = [k for k in need if k not in state] if isinstance(state, dict) else list(need)
     if missing:
         raise CheckpointError(f"cannot resume from {folder}: {STATE_FILE} lacks {missing}")
-    written_by_ds = bool(state.get("deepspeed"))
+    if state["version"] != STATE_VERSION:
+        raise CheckpointError(
+            f"cannot resume from {folder}: {STATE_FILE} has format version {state['version']!r}, "
+            f"this vigorl reads version {STATE_VERSION}"
+        )
+    files = state["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in files.items()
+    ):
+        raise CheckpointError(f"cannot resume from {folder}: {STATE_FILE}: 'files' is malformed")
+    written_by_ds = bool(state["deepspeed"])
     if written_by_ds != deepspeed:
         raise CheckpointError(
             f"cannot resume from {folder}: written by a "
             f"{'DeepSpeed' if written_by_ds else 'single-process'} run, this run is "
             f"{'DeepSpeed' if deepspeed else 'single-process'}"
         )
-    if deepspeed and not (folder / DS_DIR / "latest").is_file():
-        raise CheckpointError(f"cannot resume from {folder}: {DS_DIR}/latest is missing")
     m = _CKPT.match(folder.name)
     if m and int(m.group(1)) != state["step"]:
         raise CheckpointError(
             f"cannot resume from {folder}: its {STATE_FILE} says step {state['step']}"
         )
+    if not state.get("optimizer_saved", True):
+        raise CheckpointError(
+            f"cannot resume from {folder}: written with save_optimizer=False (model only: no "
+            f"optimizer state to resume exactly from)"
+        )
+    if deepspeed:
+        if not (folder / DS_DIR / f"global_step{state['step']}").is_dir():
+            raise CheckpointError(
+                f"cannot resume from {folder}: {DS_DIR}/global_step{state['step']} is missing"
+            )
+    elif OPTIM_FILE not in files or "rng" not in state:
+        raise CheckpointError(
+            f"cannot resume from {folder}: {STATE_FILE} records no {OPTIM_FILE} / RNG state"
+        )
+    unlisted = sorted(set(checkpoint_files(folder)) - set(files))
+    if unlisted:
+        logger.warning("%s: files not written by the trainer (ignored): %s", folder, unlisted)
+    if verify:
+        bad = checksum_problems(folder, files)
+        if bad:
+            raise CheckpointError(f"cannot resume from {folder}: " + "; ".join(bad))
+    if not deepspeed:
+        try:
+            saved = _load_tensors(folder / OPTIM_FILE)
+        except CheckpointError as e:
+            raise CheckpointError(f"cannot resume from {folder}: {e}") from e
+        if not isinstance(saved, dict) or not {"optimizer", "scheduler"} <= saved.keys():
+            raise CheckpointError(
+                f"cannot resume from {folder}: {OPTIM_FILE} lacks the optimizer / scheduler state"
+            )
+        state = {**state, **saved}
     return state
 
 
+def _b64(t: Any) -> str:
+    return base64.b64encode(t.cpu().numpy().tobytes()).decode("ascii")
+
+
+def _unb64(s: str) -> Any:
+    import torch
+
+    return torch.frombuffer(bytearray(base64.b64decode(s, validate=True)), dtype=torch.uint8)
+
+
 def _rng_state() -> dict[str, Any]:
+    """Every RNG the run draws from, as JSON values (exact: ints, repr floats, base64 bytes)."""
     import numpy as np
     import torch
 
-    st = {
-        "python": random.getstate(),
-        "numpy": np.random.get_state(),
-        "torch": torch.get_rng_state(),
+    version, words, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    st: dict[str, Any] = {
+        "python": [version, list(words), gauss],
+        "numpy": [str(name), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        "torch": _b64(torch.get_rng_state()),
     }
     if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
+        st["cuda"] = [_b64(s) for s in torch.cuda.get_rng_state_all()]
     return st
 
 
@@ -430,11 +640,17 @@ def _set_rng_state(st: dict[str, Any]) -> None:
     import numpy as np
     import torch
 
-    random.setstate(st["python"])
-    np.random.set_state(st["numpy"])
-    torch.set_rng_state(st["torch"])
+    version, words, gauss = st["python"]
+    random.setstate((int(version), tuple(int(w) for w in words), gauss))
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, np.asarray(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_unb64(st["torch"]))
     if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
+        torch.cuda.set_rng_state_all([_unb64(s) for s in st["cuda"]])
+
+
+def _write_json(path: Path, obj: Any) -> None:
+    path.write_text(json.dumps(obj, indent=1, allow_nan=False) + "\n", encoding="utf-8")
 
 
 def _seed_all(seed: int) -> None:
@@ -508,9 +724,7 @@ class SFTTrainer:
         # Resume: validate before anything is written (a damaged folder must stay as it is).
         ckpts = list_checkpoints(self.out)
         self.resume_from: Path | None = ckpts[-1][1] if ckpts else None
-        resume_state = (
-            read_checkpoint_state(self.resume_from, deepspeed=self.ds) if self.resume_from else None
-        )
+        resume_state = self._read_resume_state(self.resume_from) if self.resume_from else None
         _seed_all(cfg.seed)
         if self.resume_from is not None and cfg.lora:
             adapter = self.resume_from / ADAPTER_DIR / "adapter_model.safetensors"
@@ -611,10 +825,14 @@ class SFTTrainer:
                     f"{resume_state['num_examples']} examples ({resume_state['steps_per_epoch']} "
                     f"steps/epoch), this run has {n} ({self.steps_per_epoch})"
                 )
+            tag = f"global_step{resume_state['step']}"  # DeepSpeed's tag; `latest` is not read
+            if self.ds:
+                check_deepspeed_pickles(self.resume_from / DS_DIR / tag)
             try:
                 if self.ds:
                     path, _ = self.engine.load_checkpoint(
                         str(self.resume_from / DS_DIR),
+                        tag=tag,
                         load_optimizer_states=True,
                         load_lr_scheduler_states=True,
                     )
@@ -632,11 +850,7 @@ class SFTTrainer:
                     f"cannot resume from {self.resume_from}: optimizer/scheduler state does not "
                     f"fit this model ({e})"
                 ) from e
-            rng = resume_state["rng"]
-            rank_rng = self.resume_from / DS_DIR / f"rng_rank{self.env.rank}.pt"
-            if self.ds and rank_rng.is_file():
-                rng = torch.load(rank_rng, map_location="cpu", weights_only=False)
-            _set_rng_state(rng)
+            _set_rng_state(self._resume_rng(resume_state))
             self.step = int(resume_state["step"])
             logger.info("resumed from %s at step %d", self.resume_from, self.step)
         n_train = sum(
@@ -658,6 +872,39 @@ class SFTTrainer:
             self.grad_accum,
             f", DeepSpeed ZeRO-{self.zero_stage}" if self.ds else "",
         )
+
+    # ------------------------------------------------------------------ resume
+
+    def _read_resume_state(self, folder: Path) -> dict[str, Any]:
+        """`read_checkpoint_state`; under DeepSpeed each rank hashes its share of the files and
+        every rank raises the same error (a rank that raised alone would hang the others)."""
+        if not self.ds:
+            return read_checkpoint_state(folder)
+        import torch.distributed as dist
+
+        state = read_checkpoint_state(folder, deepspeed=True, verify=False)
+        mine = checksum_problems(folder, state["files"], (self.env.rank, self.world))
+        gathered: list[Any] = [None] * self.world
+        dist.all_gather_object(gathered, mine)
+        problems = sorted({p for g in gathered for p in g})
+        if problems:
+            raise CheckpointError(f"cannot resume from {folder}: " + "; ".join(problems))
+        return state
+
+    def _resume_rng(self, state: dict[str, Any]) -> dict[str, Any]:
+        """This rank's RNG state: from the JSON state (one process) or `deepspeed/rng_rank{r}.json`
+        (rank 0's when the run has more ranks than the one that saved)."""
+        if not self.ds:
+            return state["rng"]
+        folder = self.resume_from / DS_DIR
+        path = folder / f"rng_rank{self.env.rank}.json"
+        if not path.is_file():
+            logger.warning("%s is missing (saved with fewer ranks): using rank 0's RNG", path)
+            path = folder / "rng_rank0.json"
+        try:
+            return json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as e:
+            raise CheckpointError(f"cannot resume from {self.resume_from}: {path}: {e}") from e
 
     # ------------------------------------------------------------------ data
 
@@ -925,9 +1172,29 @@ class SFTTrainer:
 
             dist.barrier()
 
-    def _save_checkpoint_ds(self) -> Path:
-        import torch
+    def _trainer_state(self) -> dict[str, Any]:
+        """The JSON part of a checkpoint (its `files` are added once every other file exists)."""
+        epoch, micro = self.position(self.step)
+        return {
+            "format": "vigorl-sft-checkpoint",
+            "version": STATE_VERSION,
+            "step": self.step,
+            "epoch": epoch,
+            "micro_index": micro,
+            "steps_per_epoch": self.steps_per_epoch,
+            "num_examples": len(self.train_ds),
+            "deepspeed": self.ds,
+            "world_size": self.world,
+            "optimizer_saved": bool(self.ds or self.cfg.save_optimizer),
+            "config": asdict(self.cfg),
+        }
 
+    def _finish_checkpoint(self, tmp: Path, state: dict[str, Any]) -> None:
+        """Record the sha256 of every file of `tmp`, then write the state file (last)."""
+        state["files"] = hash_files(tmp, checkpoint_files(tmp))
+        _write_json(tmp / STATE_FILE, state)
+
+    def _save_checkpoint_ds(self) -> Path:
         final = self.out / f"checkpoint-{self.step}"
         tmp = self.out / f".tmp-checkpoint-{self.step}"
         main = self.env.is_main
@@ -944,30 +1211,15 @@ class SFTTrainer:
         if main:
             self._save_weights(tmp, None if self.cfg.lora else _strip_prefix(sd))
         del sd
-        epoch, micro = self.position(self.step)
         self.engine.save_checkpoint(
             str(tmp / DS_DIR), tag=f"global_step{self.step}", client_state={"step": self.step}
         )
-        torch.save(_rng_state(), tmp / DS_DIR / f"rng_rank{self.env.rank}.pt")
-        if main:
-            state = {
-                "version": STATE_VERSION,
-                "deepspeed": True,
-                "world_size": self.world,
-                "step": self.step,
-                "epoch": epoch,
-                "micro_index": micro,
-                "steps_per_epoch": self.steps_per_epoch,
-                "num_examples": len(self.train_ds),
-                "optimizer": None,  # in deepspeed/ (ZeRO partitions)
-                "scheduler": None,
-                "rng": _rng_state(),
-                "config": asdict(self.cfg),
-                "ds_config": self.ds_config,
-            }
-            torch.save(state, tmp / STATE_FILE)
+        _write_json(tmp / DS_DIR / f"rng_rank{self.env.rank}.json", _rng_state())
         self._barrier()
         if main:
+            state = self._trainer_state()
+            state["ds_config"] = self.ds_config
+            self._finish_checkpoint(tmp, state)
             if final.exists():
                 shutil.rmtree(final)
             tmp.rename(final)
@@ -996,22 +1248,16 @@ class SFTTrainer:
             shutil.rmtree(tmp)
         tmp.mkdir(parents=True)
         self._save_weights(tmp)
+        state = self._trainer_state()
         if self.cfg.save_optimizer:
-            epoch, micro = self.position(self.step)
-            state = {
-                "version": STATE_VERSION,
-                "step": self.step,
-                "epoch": epoch,
-                "micro_index": micro,
-                "steps_per_epoch": self.steps_per_epoch,
-                "num_examples": len(self.train_ds),
+            tensors = {
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(),
                 "master_weights": self.master.state_dict() if self.master else None,
-                "rng": _rng_state(),
-                "config": asdict(self.cfg),
             }
-            torch.save(state, tmp / STATE_FILE)
+            torch.save(tensors, tmp / OPTIM_FILE)
+            state["rng"] = _rng_state()
+        self._finish_checkpoint(tmp, state)
         if final.exists():
             shutil.rmtree(final)
         tmp.rename(final)
@@ -1025,22 +1271,21 @@ class SFTTrainer:
 
         main = self.env.is_main
         self.out.mkdir(parents=True, exist_ok=True)
-        writer = _tensorboard(self.out / "tb") if main else None
+        if main:  # the steps after the checkpoint are re-run: their old records go
+            truncate_metrics(self.out / METRICS_FILE, self.step)
+        writer = _tensorboard(self.out / "tb", purge_step=self.step + 1) if main else None
         history: list[dict[str, Any]] = []
         last_ckpt: Path | None = self.resume_from
         val_loss = float("nan")
         metrics_cm = (
-            (self.out / "metrics.jsonl").open("a", encoding="utf-8")
-            if main
-            else contextlib.nullcontext(None)
+            JsonlAppender(self.out / METRICS_FILE) if main else contextlib.nullcontext(None)
         )
         with metrics_cm as metrics:
 
             def log(rec: dict[str, Any]) -> None:
                 if metrics is None:  # ranks > 0 do not log
                     return
-                metrics.write(json.dumps(rec) + "\n")
-                metrics.flush()
+                metrics.write(rec)
                 if writer is not None:
                     for k, v in rec.items():
                         if isinstance(v, (int, float)) and not isinstance(v, bool) and k != "step":
@@ -1085,13 +1330,37 @@ class SFTTrainer:
         }
 
 
-def _tensorboard(path: Path) -> Any:
+def truncate_metrics(path: Path, step: int) -> int:
+    """Keep the records of steps <= `step` in the metrics file (a torn last line goes too);
+    return how many were dropped. A resumed run re-runs the steps after its checkpoint, so their
+    records from the interrupted run would otherwise appear twice."""
+    cut_torn_tail(path)
+    if not path.exists():
+        return 0
+    keep, dropped = [], 0
+    for _, rec in read_jsonl(path):
+        if isinstance(rec.get("step"), int) and rec["step"] > step:
+            dropped += 1
+        else:
+            keep.append(rec)
+    if dropped:
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in keep), encoding="utf-8")
+        tmp.replace(path)
+        logger.info(
+            "%s: dropped %d record(s) after step %d (re-run from there)", path, dropped, step
+        )
+    return dropped
+
+
+def _tensorboard(path: Path, purge_step: int | None = None) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:
         logger.warning("tensorboard is not installed: metrics go to metrics.jsonl only")
         return None
-    return SummaryWriter(str(path))
+    # purge_step: events of re-run steps (>= purge_step) from an interrupted run are hidden
+    return SummaryWriter(str(path), purge_step=purge_step)
 
 
 def train(cfg: SFTConfig) -> dict[str, Any]:
