@@ -239,11 +239,13 @@ def _invalid(error: str) -> ToolCall:
 
 
 def parse_tool_call_body(body: str) -> ToolCall:
-    """Judge a tool-call body (the text between the tags) per §4.2 and §15.6.
+    """Judge a tool-call body (the text between the tags); see docs/protocol.md#tool-call.
 
-    The stripped body must be a JSON object whose `arguments.coordinate` is an array of exactly two
-    JSON integers of at most 6 digits; floats, strings and booleans are invalid; `name` and other
-    keys are ignored; duplicate keys: the last one wins (json's default).
+    The stripped body must be a JSON object with a string `name` (its value is not checked: the
+    paper's `crop` and vigorl's `search_coordinate` both pass) and an `arguments.coordinate` array
+    of exactly two JSON integers of at most 6 digits; floats, strings and booleans are invalid;
+    other keys are ignored; duplicate keys: the last one wins (json's default). The env (which
+    ends the episode on an invalid call) and the multi-turn format check both judge bodies here.
     """
     try:
         obj = _DECODER.decode(body.strip())
@@ -253,6 +255,8 @@ def parse_tool_call_body(body: str) -> ToolCall:
         return _invalid(f"tool-call body is not valid JSON: {str(e)[:120]}")
     if not isinstance(obj, dict):
         return _invalid(f"tool-call body is a JSON {type(obj).__name__}, not an object")
+    if not isinstance(obj.get("name"), str):
+        return _invalid('tool-call body has no "name" string')
     args = obj.get("arguments")
     if not isinstance(args, dict):
         return _invalid('tool-call body has no "arguments" object')

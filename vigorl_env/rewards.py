@@ -14,6 +14,7 @@ length of the text (§15.14).
 
 from __future__ import annotations
 
+import ast
 import math
 import re
 from collections.abc import Iterable, Mapping
@@ -38,6 +39,7 @@ __all__ = [
     "DEFAULT_MULTI_TURN_WEIGHTS",
     "DEFAULT_SINGLE_TURN_WEIGHTS",
     "DEFAULT_WEIGHTS",
+    "LENIENT_POINT_MAX_CHARS",
     "MODES",
     "REWARD_RANGES",
     "VARIANTS",
@@ -47,6 +49,7 @@ __all__ = [
     "count_unique_coords",
     "format_multi_turn",
     "format_single_turn",
+    "lenient_answer_point",
     "multi_turn_reward",
     "norm",
     "reward_range",
@@ -122,7 +125,9 @@ def _option_text(answer: str, gt: str) -> float:
     return float(g == norm(answer) or g == norm(strip_letter(answer)))
 
 
-def _in_box(point: tuple[int, int] | None, box: tuple[float, float, float, float] | None) -> float:
+def _in_box(
+    point: tuple[float, float] | None, box: tuple[float, float, float, float] | None
+) -> float:
     if point is None or box is None:
         return 0.0
     x, y = point
@@ -203,6 +208,33 @@ def _lenient_web_action(answer: str, gt: str) -> float:
     return 0.0
 
 
+LENIENT_POINT_MAX_CHARS = 200
+"""Longest answer (after strip) the lenient judge hands to `ast.literal_eval` (bounded work)."""
+
+
+def lenient_answer_point(answer: str) -> tuple[float, float] | None:
+    """The point upstream's published evaluation read from an answer (docs/rewards.md#lenient-judge).
+
+    Upstream parsed answers with Python's `ast.literal_eval`, so `[x, y]`, `x, y`, `(x, y,)` and
+    float coordinates counted. Reproduced here with `ast.literal_eval` (never `eval`) on the
+    stripped answer of at most `LENIENT_POINT_MAX_CHARS` characters: a tuple or list of exactly
+    two int/float numbers (bool excluded) is the point; anything else (or anything that does not
+    parse) is no point. Only the lenient judge uses this; the RL reward keeps `answer_point`.
+    """
+    text = answer.strip()
+    if not text or len(text) > LENIENT_POINT_MAX_CHARS:
+        return None
+    try:
+        value = ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return None
+    if not isinstance(value, (tuple, list)) or len(value) != 2:
+        return None
+    if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value):
+        return None
+    return float(value[0]), float(value[1])
+
+
 def _check_accuracy_fn(accuracy_fn: str) -> None:
     if accuracy_fn not in ACCURACY_FNS:
         raise ValueError(f"unknown accuracy_fn {accuracy_fn!r}; expected one of {ACCURACY_FNS}")
@@ -222,7 +254,7 @@ def answer_accuracy(answer: str | None, gt: GroundTruth, accuracy_fn: str = "nor
         if gt.kind == "option_text":
             return float(_lenient_norm(gt.answer.lower()) in _lenient_norm(answer))
         if gt.kind == "point_in_box":
-            return _in_box(answer_point(answer), gt.box)
+            return _in_box(lenient_answer_point(answer), gt.box)
         return _lenient_web_action(answer, gt.answer)
     if not answer.strip():
         return 0.0

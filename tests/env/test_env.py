@@ -507,3 +507,48 @@ def test_one_home_per_fact():
             if isinstance(node, ast.Constant) and node.value == "<image>":
                 spelled.append(str(path.relative_to(pkg)))
     assert spelled == ["protocol.py"]
+
+
+NOT_A_TOOL_CALL = [
+    "[100, 100]",  # JSON, not an object (a bare {…} regex never sees it)
+    '"{\\"name\\": \\"crop\\", \\"arguments\\": {\\"coordinate\\": [100, 100]}}"',  # a string
+    '{"arguments": {"coordinate": [100, 100]}}',  # no name
+    '{"name": 1, "arguments": {"coordinate": [100, 100]}}',  # name not a string
+    '{"name": "crop", "arguments": {"coordinate": [100, 100.0]}}',  # float coordinate
+    '{"name": "crop", "arguments": {"coordinate": [100, 100]}} {"x": 1}',  # trailing data
+    '{"name": "crop", "coordinate": [100, 100]}',  # coordinate outside arguments
+    "crop(100, 100)",
+]
+
+
+@pytest.mark.parametrize("body", NOT_A_TOOL_CALL)
+def test_tool_call_body_not_an_object_with_name_and_int_coordinate_is_invalid_everywhere(body):
+    """One parser judges a body in the env and in the multi-turn format check."""
+    call = f"<tool_call>\n{body}\n</tool_call>"
+    good = protocol.format_tool_call(100, 100)
+    answer = "<think>It is red.</think>\n<answer>red</answer>"
+    obs_text = protocol.OBSERVATION_TEXT_NO_DOT
+    gt = rewards.GroundTruth("red", "option_text")
+    # a transcript built outside the env (MCTS, SFT) with the bad body fails format check 3
+    ok = "\n".join(["<think>Look (100, 100).</think>\n" + good, obs_text, answer])
+    bad = "\n".join(["<think>Look (100, 100).</think>\n" + call, obs_text, answer])
+    assert rewards.multi_turn_reward(ok, gt) == {
+        "overall": pytest.approx(1.0),
+        "accuracy": 1.0,
+        "format": 1.0,
+        "unique_coords": 1,
+        "num_tool_calls": 1,
+    }
+    assert rewards.multi_turn_reward(bad, gt) == {
+        "overall": pytest.approx(0.6),
+        "accuracy": 1.0,
+        "format": 0.0,
+        "unique_coords": 0,
+        "num_tool_calls": 0,
+    }
+    # the env ends the episode on it, with no crop
+    env = gym.make("ViGoRL/SynthSearch-v0", size=3)
+    env.reset(seed=0)
+    _, r, term, trunc, info = env.step("<think>Look (100, 100).</think>\n" + call)
+    assert (term, trunc, info["end_reason"], r) == (True, False, "invalid_tool_call", 0.0)
+    assert info["tool_call"] is None and "crop" not in info and info["tool_call_error"]

@@ -133,15 +133,21 @@ def _tc(body: str) -> str:
     [
         ('{"name": "search_coordinate", "arguments": {"coordinate": [100, 200]}}', (100, 200)),
         ('\n  {"arguments": {"coordinate": [0, -3]}, "name": "crop", "x": 1}  \n', (0, -3)),
-        ('{"arguments": {"coordinate": [123456, -123456]}}', (123456, -123456)),
+        ('{"name": "crop", "arguments": {"coordinate": [123456, -123456]}}', (123456, -123456)),
         # duplicate keys: the last one wins (json's default)
-        ('{"arguments": {"coordinate": [1.5, 2]}, "arguments": {"coordinate": [3, 4]}}', (3, 4)),
-        ('{"arguments": {"coordinate": [1, 2], "coordinate": [5, 6]}}', (5, 6)),
+        (
+            '{"name": "crop", "arguments": {"coordinate": [1.5, 2]}, "arguments": {"coordinate": [3, 4]}}',
+            (3, 4),
+        ),
+        ('{"name": "crop", "arguments": {"coordinate": [1, 2], "coordinate": [5, 6]}}', (5, 6)),
         # a huge literal elsewhere is ignored (and does not trip int()'s digit limit)
-        ('{"big": ' + "9" * 5000 + ', "arguments": {"coordinate": [1, 2]}}', (1, 2)),
-        ('{"f": 1e999, "arguments": {"coordinate": [1, 2]}}', (1, 2)),
+        (
+            '{"name": "crop", "big": ' + "9" * 5000 + ', "arguments": {"coordinate": [1, 2]}}',
+            (1, 2),
+        ),
+        ('{"name": "crop", "f": 1e999, "arguments": {"coordinate": [1, 2]}}', (1, 2)),
         # stripped with Unicode whitespace (NBSP) before JSON decoding
-        ('\u00a0{"arguments": {"coordinate": [1, 2]}}\u2003', (1, 2)),
+        ('\u00a0{"name": "crop", "arguments": {"coordinate": [1, 2]}}\u2003', (1, 2)),
     ],
 )
 def test_valid_tool_calls(body, coord):
@@ -152,40 +158,46 @@ def test_valid_tool_calls(body, coord):
 @pytest.mark.parametrize(
     "body",
     [
-        '{"arguments": {"coordinate": [100.5, 100]}}',  # float
-        '{"arguments": {"coordinate": [100.0, 100]}}',  # integral float is still a float
-        '{"arguments": {"coordinate": [1e2, 3]}}',
-        '{"arguments": {"coordinate": [true, 1]}}',  # bool
-        '{"arguments": {"coordinate": [1, false]}}',
-        '{"arguments": {"coordinate": ["1", "2"]}}',  # strings
-        '{"arguments": {"coordinate": [null, 2]}}',
-        '{"arguments": {"coordinate": [[1], 2]}}',
-        '{"arguments": {"coordinate": [1, 2, 3]}}',  # 3 coords
-        '{"arguments": {"coordinate": [1]}}',
-        '{"arguments": {"coordinate": []}}',
-        '{"arguments": {"coordinate": [1234567, 1]}}',  # 7 digits
-        '{"arguments": {"coordinate": [1, -1234567]}}',
-        '{"arguments": {"coordinate": [' + "1" * 5000 + ", 1]}}",
-        '{"arguments": {"coordinate": [0001, 2]}}',  # leading zeros are not JSON
-        '{"arguments": {"coordinate": {"x": 1, "y": 2}}}',
-        '{"arguments": {"coordinate": "1, 2"}}',
-        '{"arguments": {"coordinate": null}}',
-        '{"arguments": {}}',
-        '{"arguments": [1, 2]}',
-        '{"coordinate": [1, 2]}',
-        '{"arguments": {"coordinate": [1.5, 2]}, "arguments": {"coordinate": [3, 4]}, "arguments": 1}',
+        '{"name": "crop", "arguments": {"coordinate": [100.5, 100]}}',  # float
+        '{"name": "crop", "arguments": {"coordinate": [100.0, 100]}}',  # integral float is still a float
+        '{"name": "crop", "arguments": {"coordinate": [1e2, 3]}}',
+        '{"name": "crop", "arguments": {"coordinate": [true, 1]}}',  # bool
+        '{"name": "crop", "arguments": {"coordinate": [1, false]}}',
+        '{"name": "crop", "arguments": {"coordinate": ["1", "2"]}}',  # strings
+        '{"name": "crop", "arguments": {"coordinate": [null, 2]}}',
+        '{"name": "crop", "arguments": {"coordinate": [[1], 2]}}',
+        '{"name": "crop", "arguments": {"coordinate": [1, 2, 3]}}',  # 3 coords
+        '{"name": "crop", "arguments": {"coordinate": [1]}}',
+        '{"name": "crop", "arguments": {"coordinate": []}}',
+        '{"name": "crop", "arguments": {"coordinate": [1234567, 1]}}',  # 7 digits
+        '{"name": "crop", "arguments": {"coordinate": [1, -1234567]}}',
+        '{"name": "crop", "arguments": {"coordinate": [' + "1" * 5000 + ", 1]}}",
+        '{"name": "crop", "arguments": {"coordinate": [0001, 2]}}',  # leading zeros are not JSON
+        '{"name": "crop", "arguments": {"coordinate": {"x": 1, "y": 2}}}',
+        '{"name": "crop", "arguments": {"coordinate": "1, 2"}}',
+        '{"name": "crop", "arguments": {"coordinate": null}}',
+        '{"name": "crop", "arguments": {}}',
+        '{"name": "crop", "arguments": [1, 2]}',
+        '{"name": "crop", "coordinate": [1, 2]}',
+        '{"name": "crop", "arguments": {"coordinate": [1.5, 2]}, "arguments": {"coordinate": [3, 4]}, "arguments": 1}',
         "[1, 2]",  # non-object JSON
         '"{\\"arguments\\": {\\"coordinate\\": [1, 2]}}"',
         "42",
         "null",
         "",
         "   ",
-        '{"arguments": {"coordinate": [1, 2]}',  # bad JSON
-        '{"arguments": {"coordinate": [1, 2]}} {}',  # extra data
+        '{"name": "crop", "arguments": {"coordinate": [1, 2]}',  # bad JSON
+        '{"name": "crop", "arguments": {"coordinate": [1, 2]}} {}',  # extra data
         "{'arguments': {'coordinate': [1, 2]}}",  # Python, not JSON
         "[" * 5000,  # nested too deeply for the decoder
         "{" * 5000,
         "(100, 200)",
+        # a body needs a string "name" (its value is free)
+        '{"arguments": {"coordinate": [1, 2]}}',
+        '{"name": null, "arguments": {"coordinate": [1, 2]}}',
+        '{"name": 7, "arguments": {"coordinate": [1, 2]}}',
+        '{"name": ["crop"], "arguments": {"coordinate": [1, 2]}}',
+        '{"name": "crop", "arguments": {"coordinate": [1, 2]}, "name": false}',  # last key wins
     ],
 )
 def test_invalid_tool_calls(body):
@@ -196,9 +208,17 @@ def test_invalid_tool_calls(body):
 
 
 def test_tool_call_error_messages_say_why():
-    assert "digits" in find_tool_call(_tc('{"arguments": {"coordinate": [1234567, 1]}}')).error
-    assert "integer" in find_tool_call(_tc('{"arguments": {"coordinate": [1.5, 1]}}')).error
-    assert "2" in find_tool_call(_tc('{"arguments": {"coordinate": [1, 2, 3]}}')).error
+    assert (
+        "digits"
+        in find_tool_call(_tc('{"name": "crop", "arguments": {"coordinate": [1234567, 1]}}')).error
+    )
+    assert (
+        "integer"
+        in find_tool_call(_tc('{"name": "crop", "arguments": {"coordinate": [1.5, 1]}}')).error
+    )
+    assert (
+        "2" in find_tool_call(_tc('{"name": "crop", "arguments": {"coordinate": [1, 2, 3]}}')).error
+    )
     assert "JSON" in find_tool_call(_tc("nope")).error
 
 
@@ -206,8 +226,8 @@ def test_tool_call_error_messages_say_why():
     "text",
     [
         "no call here",
-        '<tool_call>{"arguments": {"coordinate": [1, 2]}}',  # no close tag
-        '</tool_call>{"arguments": {"coordinate": [1, 2]}}<tool_call>',  # close before open
+        '<tool_call>{"name": "crop", "arguments": {"coordinate": [1, 2]}}',  # no close tag
+        '</tool_call>{"name": "crop", "arguments": {"coordinate": [1, 2]}}<tool_call>',  # close before open
         "<tool_call >{}</tool_call>",
         "<tool-call>{}</tool-call>",
     ],
@@ -218,8 +238,8 @@ def test_no_tool_call_span(text):
 
 
 def test_tool_call_first_span_and_case_insensitive_tags():
-    good = '{"arguments": {"coordinate": [1, 2]}}'
-    bad = '{"arguments": {"coordinate": [1.5, 2]}}'
+    good = '{"name": "crop", "arguments": {"coordinate": [1, 2]}}'
+    bad = '{"name": "crop", "arguments": {"coordinate": [1.5, 2]}}'
     assert find_tool_call(f"<TOOL_CALL>{good}</Tool_Call>").coordinate == (1, 2)
     # only the FIRST span counts
     assert find_tool_call(_tc(bad) + _tc(good)).valid is False
@@ -227,7 +247,7 @@ def test_tool_call_first_span_and_case_insensitive_tags():
     # the first span ends at the first close tag
     assert find_tool_call(f"<tool_call>{good}<tool_call>{good}</tool_call>").valid is False
     calls = find_all_tool_calls(
-        _tc(good) + "x" + _tc(bad) + _tc('{"arguments": {"coordinate": [5, 6]}}')
+        _tc(good) + "x" + _tc(bad) + _tc('{"name": "crop", "arguments": {"coordinate": [5, 6]}}')
     )
     assert [c.coordinate for c in calls] == [(1, 2), None, (5, 6)]
 
@@ -462,7 +482,7 @@ FRAGMENTS = [
     '"name"',
     "true",
     "null",
-    '{"arguments": {"coordinate": [',
+    '{"name": "crop", "arguments": {"coordinate": [',
     "]}}",
     "click",
     "type",

@@ -15,6 +15,7 @@ from test_protocol import ANY_TEXT, multi_turn_like, single_turn_like
 
 from vigorl_env.protocol import FORCED_PREFIX, OBSERVATION_TEXT_NO_DOT, format_tool_call
 from vigorl_env.rewards import (
+    LENIENT_POINT_MAX_CHARS,
     REWARD_RANGES,
     GroundTruth,
     accuracy,
@@ -22,6 +23,7 @@ from vigorl_env.rewards import (
     count_unique_coords,
     format_multi_turn,
     format_single_turn,
+    lenient_answer_point,
     multi_turn_reward,
     norm,
     reward_range,
@@ -455,10 +457,63 @@ def test_lenient_web_action(answer, gt, acc):
     assert answer_accuracy(answer, web(gt), "lenient_upstream") == acc
 
 
-def test_lenient_point_in_box_unchanged():
-    assert accuracy("<answer>(120, 220)</answer>", BOX, accuracy_fn="lenient_upstream") == 1.0
-    assert accuracy("(120, 220)", BOX, accuracy_fn="lenient_upstream") == 1.0  # whole output
-    assert accuracy("(120, 220)", BOX) == 0.0
+# Box (100, 200, 150, 240), inclusive. Upstream's evaluation parsed the answer with
+# ast.literal_eval: any tuple/list of two int/float numbers was the point.
+@pytest.mark.parametrize(
+    ("text", "lenient", "strict"),
+    [
+        ("<answer>(120, 220)</answer>", 1.0, 1.0),
+        ("<answer> (150, 240) </answer>", 1.0, 1.0),  # corner: inclusive
+        ("<answer>[120, 220]</answer>", 1.0, 0.0),  # a list
+        ("<answer>120, 220</answer>", 1.0, 0.0),  # a bare tuple
+        ("<answer>(120, 220,)</answer>", 1.0, 0.0),  # trailing comma
+        ("<answer>(120.5, 220.25)</answer>", 1.0, 0.0),  # floats
+        ("<answer>(100.0, 240.0)</answer>", 1.0, 0.0),  # float corner: inclusive
+        ("<answer>(99.99, 220)</answer>", 0.0, 0.0),  # just outside
+        ("<answer>(150.01, 220)</answer>", 0.0, 0.0),
+        ("<answer>(-120, 220)</answer>", 0.0, 0.0),  # unary minus parses; outside
+        ("<answer>(+120, 220)</answer>", 1.0, 1.0),
+        ("<answer>(0x78, 220)</answer>", 1.0, 0.0),  # 0x78 = 120: a Python int literal
+        ("<answer>(1_2_0, 220)</answer>", 1.0, 0.0),  # 120 with underscores
+        ("<answer>(1.2e2, 2.2e2)</answer>", 1.0, 0.0),  # 120.0, 220.0
+        ("<answer>(True, 220)</answer>", 0.0, 0.0),  # bool excluded
+        ("<answer>(120, 220, 5)</answer>", 0.0, 0.0),  # three numbers
+        ("<answer>((120, 220),)</answer>", 0.0, 0.0),  # nested
+        ("<answer>('120', '220')</answer>", 0.0, 0.0),  # strings
+        ("<answer>(120+0j, 220)</answer>", 0.0, 0.0),  # complex
+        ("<answer>{120, 220}</answer>", 0.0, 0.0),  # a set
+        ("<answer>{'x': 120, 'y': 220}</answer>", 0.0, 0.0),
+        ("<answer>(1e999, 220)</answer>", 0.0, 0.0),  # inf is outside every finite box
+        ("<answer>the button at (120, 220)</answer>", 0.0, 0.0),  # not a literal
+        ("<answer>__import__('os').getcwd()</answer>", 0.0, 0.0),  # never evaluated
+        ("<answer>(120, 220) </answer> trailing", 1.0, 1.0),
+        ("[120, 220]", 1.0, 0.0),  # no answer block: the whole output
+        ("<answer></answer>", 0.0, 0.0),
+        ("<answer>(120, " + " " * 191 + "220)</answer>", 0.0, 1.0),  # 201 chars: not parsed
+        ("<answer> (120, " + " " * 190 + "220) </answer>", 1.0, 1.0),  # 200 after strip
+        ("<answer>" + "(" * 100_000 + "</answer>", 0.0, 0.0),  # capped before the parser
+    ],
+)
+def test_lenient_point_in_box_reads_like_upstream(text, lenient, strict):
+    assert accuracy(text, BOX, accuracy_fn="lenient_upstream") == lenient
+    assert accuracy(text, BOX) == strict
+
+
+def test_lenient_answer_point_values_and_cap():
+    assert lenient_answer_point("[120, 220]") == (120.0, 220.0)
+    assert lenient_answer_point(" 7.5, -3 ") == (7.5, -3.0)
+    assert lenient_answer_point("(1, 2)".ljust(LENIENT_POINT_MAX_CHARS)) == (1.0, 2.0)
+    # the cap applies to the stripped answer: 200 characters parse, 201 do not
+    exact = "(1, " + " " * (LENIENT_POINT_MAX_CHARS - 6) + "2)"
+    assert len(exact) == LENIENT_POINT_MAX_CHARS and lenient_answer_point(exact) == (1.0, 2.0)
+    assert lenient_answer_point("(1, " + " " * (LENIENT_POINT_MAX_CHARS - 5) + "2)") is None
+    assert lenient_answer_point("(1, 2)\\n") is None  # a literal backslash-n is not whitespace
+    assert lenient_answer_point("[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[[") is None
+    # the RL reward keeps the strict (x, y) form for format and accuracy
+    t = "<think>(120, 220)</think><answer>[120, 220]</answer>"
+    assert single_turn_reward(t, BOX, accuracy_fn="lenient_upstream")["format"] == 0.0
+    assert single_turn_reward(t, BOX, accuracy_fn="lenient_upstream")["accuracy"] == 1.0
+    assert single_turn_reward(t, BOX)["overall"] == 0.0
 
 
 # --------------------------------------------------------------------------- extraction / config
