@@ -17,7 +17,7 @@ from PIL import Image
 from vigorl_env import DataFormatError, DataNotFoundError
 from vigorl_env.data.base import Dataset
 from vigorl_env.data.images import ImageRef, reroot_image_path
-from vigorl_env.data.splits import hash_split
+from vigorl_env.data.splits import hash_split, split_of
 from vigorl_env.data.upstream import BENCHMARKS, load_benchmark, parse_options, resolve_data_root
 
 try:
@@ -211,8 +211,13 @@ def test_vwa_hash_split_disjoint_and_covering(fixture_data_root):
     assert len(train) > 0 and len(val) > 0
     assert set(train.ids()).isdisjoint(val.ids())
     assert sorted(train.ids() + val.ids()) == sorted(mcts.ids())
-    assert val.ids() == [i for i in VWA_IDS if not hash_split(i, 0.95)]  # file order kept
-    assert train.ids() == [i for i in VWA_IDS if hash_split(i, 0.95)]
+    # the one split rule: val = hash_split(id, 0.05), train = the rest; file order kept
+    assert val.ids() == [i for i in VWA_IDS if hash_split(i, 0.05)]
+    assert train.ids() == [i for i in VWA_IDS if not hash_split(i, 0.05)]
+    assert val.ids() == [i for i in VWA_IDS if split_of(i) == "val"]
+    # not the mirror image (val = the complement of hash_split(id, 0.95)): those ids are train
+    mirrored = [i for i in VWA_IDS if not hash_split(i, 0.95)]
+    assert mirrored and set(mirrored) <= set(train.ids())
     v0 = val.ids()[0]
     assert val.index_of(v0) == 0  # index = position after filtering (§15.4)
     assert val[0].meta["line"] == VWA_IDS.index(v0) + 1

@@ -171,10 +171,15 @@ P1 = "web_action/images/page_1.png"
 
 
 def _vwa_ids() -> list[str]:
-    """>= 20 ids with at least two on each side of hash_split(id, 0.95)."""
+    """>= 24 ids with at least two in val (`hash_split(id, 0.05)`), and at least two that the
+    mirrored rule (`val` = not `hash_split(id, 0.95)`) would have put in val but are train."""
     ids: list[str] = []
     k = 0
-    while len(ids) < 24 or sum(not hash_split(i, 0.95) for i in ids) < 2:
+    while (
+        len(ids) < 24
+        or sum(hash_split(i, 0.05) for i in ids) < 2
+        or sum(not hash_split(i, 0.95) for i in ids) < 2
+    ):
         ids.append(f"shopping_{k}")
         k += 1
     return ids
@@ -365,7 +370,7 @@ def _counts() -> dict[tuple[str, str], int]:
     def n(rel: str) -> int:
         return len(recs[rel])
 
-    vwa_val = sum(not hash_split(i, 0.95) for i in VWA_IDS)
+    vwa_val = sum(hash_split(i, 0.05) for i in VWA_IDS)
     return {
         ("SAT2", "mcts"): n("spatial_reasoning/vigorl_sat2_MCTS.jsonl"),
         ("SAT2", "train"): n("spatial_reasoning/vigorl_sat2_train_RL.jsonl"),

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from vigorl_env.data.base import AnswerKind
+from vigorl_env.data.splits import VAL_FRACTION
 
 #: Tar stems of `gsarch/vigorl_datasets` (each extracted into DATA_ROOT).
 DOMAINS: tuple[str, ...] = ("spatial_reasoning", "visual_search", "web_grounding", "web_action")
@@ -24,7 +25,8 @@ Schema = Literal["E", "R"]
 class SplitSpec:
     """Where one split lives: candidate files (first existing wins), schema, optional id filter.
 
-    `subset = ("hash", f, keep)` keeps the records whose `hash_split(id, f) == keep`.
+    `subset = ("hash", f, keep)` keeps the records whose `hash_split(id, f) == keep`; the train/val
+    pair uses the one split rule (`val` = `hash_split(id, VAL_FRACTION)`, `train` = the rest).
     """
 
     candidates: tuple[str, ...]
@@ -45,7 +47,10 @@ class UpstreamSpec:
 
     @property
     def env_id(self) -> str:
-        return f"ViGoRL/{self.name}-v0"
+        """The registered id (spelled once, by the task table)."""
+        from vigorl_env.tasks import BENCHMARKS as TASK_BENCHMARKS
+
+        return TASK_BENCHMARKS[self.name].env_id
 
     @property
     def fetch_command(self) -> str:
@@ -146,8 +151,8 @@ BENCHMARKS: dict[str, UpstreamSpec] = {
             "web_action",
             "train",
             mcts=_s("E", _VWA),
-            train=_s("E", _VWA, subset=("hash", 0.95, True)),
-            val=_s("E", _VWA, subset=("hash", 0.95, False)),
+            train=_s("E", _VWA, subset=("hash", VAL_FRACTION, False)),
+            val=_s("E", _VWA, subset=("hash", VAL_FRACTION, True)),
         ),
     )
 }
