@@ -419,6 +419,39 @@ def test_sharegpt_loader_reroots_upstream_paths(images, tmp_path):
         load_sharegpt_json(p, data_root=root)
 
 
+def test_relative_image_paths_stay_inside_data_root(images, tmp_path):
+    """The SFT loader confines relative (and re-rooted) image paths to DATA_ROOT with the env
+    loader's own rule (`resolve_inside_root`): `..` and symlinks out of the root are refused,
+    although the file they name exists and would load."""
+    root = tmp_path / "root"
+    (root / "sub").mkdir(parents=True)
+    (root / "ok.png").write_bytes(images[0].read_bytes())
+    outside = tmp_path / "outside.png"
+    outside.write_bytes(images[0].read_bytes())
+    (root / "link.png").symlink_to(outside)
+    p = tmp_path / "train.jsonl"
+
+    def load(path: str):
+        p.write_text(json.dumps({**_row(images), "images": [path]}) + "\n")
+        return load_sft_file(p, data_root=root)
+
+    assert load("sub/../ok.png")[0].images == [(root / "ok.png").resolve()]
+    for bad in ("../outside.png", "sub/../../outside.png", "link.png"):
+        with pytest.raises(
+            DataFormatError, match=r"train\.jsonl:1: field 'images\[0\]'.*outside DATA_ROOT"
+        ):
+            load(bad)
+    # an upstream absolute path whose re-rooted suffix climbs out of DATA_ROOT
+    with pytest.raises(DataFormatError, match="outside DATA_ROOT"):
+        load("/home/author/web_grounding/../../outside.png")
+    # the env's records obey the very same function
+    from vigorl_env.data.images import ImageRef
+
+    ref = ImageRef("s0", "rl.jsonl", 1, str(root), path="../outside.png")
+    with pytest.raises(DataFormatError, match="outside DATA_ROOT"):
+        ref.resolve()
+
+
 def test_parquet_loader(images, tmp_path):
     pa = pytest.importorskip("pyarrow", reason="pyarrow not installed")
     import pyarrow.parquet as pq

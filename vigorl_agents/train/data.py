@@ -132,9 +132,9 @@ def _resolve_images(images: Any, data_root: Any, where: str) -> list[Path]:
     for j, p in enumerate(images):
         if not isinstance(p, str) or not p:
             raise _fail(where, f"images[{j}]", "must be a non-empty path string")
-        try:
+        try:  # relative paths must stay inside DATA_ROOT: the env loader's rule
             out.append(reroot_image_path(p, data_root))
-        except FileNotFoundError as e:
+        except (FileNotFoundError, DataFormatError) as e:
             raise type(e)(f"{where}: field 'images[{j}]': {e}") from e
     return out
 

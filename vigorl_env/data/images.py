@@ -36,6 +36,7 @@ __all__ = [
     "decode_image_bytes",
     "open_image_file",
     "reroot_image_path",
+    "resolve_inside_root",
 ]
 
 #: First path components that mark where an upstream absolute path enters the DATA_ROOT layout (§2.4).
@@ -111,6 +112,25 @@ def _inside(path: Path, root: Path) -> bool:
     return path == root or root in path.parents
 
 
+def resolve_inside_root(
+    path: str | os.PathLike[str], data_root: str | os.PathLike[str], what: str
+) -> Path:
+    """`data_root / path` with symlinks resolved, for a path relative to DATA_ROOT: refused
+    (`DataFormatError` starting with `what`) unless it stays inside DATA_ROOT after `..` and
+    symlinks resolve. The one confinement rule of every loader (env records and SFT files)."""
+    root = Path(data_root).expanduser().resolve()
+    p = Path(path).expanduser()
+    # Lexical check first (`..` escapes), then the symlink-resolved one.
+    lexical = Path(os.path.normpath(root / p))
+    resolved = (root / p).resolve()
+    if not _inside(lexical, root) or not _inside(resolved, root):
+        raise DataFormatError(
+            f"{what} path {str(path)!r} resolves to {str(resolved)!r}, outside "
+            f"DATA_ROOT {str(root)!r}; refused (image paths must stay inside DATA_ROOT)"
+        )
+    return resolved
+
+
 @dataclass(frozen=True)
 class ImageRef:
     """Picklable lazy loader of one record's image; `Sample.image` is an instance.
@@ -142,16 +162,7 @@ class ImageRef:
             raise DataNotFoundError(
                 f"{self.where}: image path {self.path!r} is relative to DATA_ROOT, but DATA_ROOT is not set"
             )
-        root = Path(self.data_root).resolve()
-        # Lexical check first (`..` escapes), then the symlink-resolved one.
-        lexical = Path(os.path.normpath(root / p))
-        resolved = (root / p).resolve()
-        if not _inside(lexical, root) or not _inside(resolved, root):
-            raise DataFormatError(
-                f"{self.where}: field 'image' path {self.path!r} resolves to {str(resolved)!r}, outside "
-                f"DATA_ROOT {str(root)!r}; refused (image paths must stay inside DATA_ROOT)"
-            )
-        return resolved
+        return resolve_inside_root(self.path, self.data_root, f"{self.where}: field 'image'")
 
     def __call__(self) -> Image.Image:
         if self.b64 is not None:
@@ -175,9 +186,11 @@ def reroot_image_path(
 ) -> Path:
     """Map an image path of an upstream file onto this machine's DATA_ROOT (SPEC §2.4).
 
-    Relative paths join DATA_ROOT. An absolute path that exists is kept. A non-existing absolute path
-    (the authors' machine) is re-rooted: DATA_ROOT joined with its suffix starting at the first
-    component in `REROOT_COMPONENTS`. If that does not exist either, `DataNotFoundError` names both.
+    Relative paths join DATA_ROOT and must stay inside it (`resolve_inside_root`, the env's rule).
+    An absolute path that exists is kept. A non-existing absolute path (the authors' machine) is
+    re-rooted: DATA_ROOT joined with its suffix starting at the first component in
+    `REROOT_COMPONENTS`, under the same confinement. If that does not exist either,
+    `DataNotFoundError` names both.
     """
     p = Path(path)
     root = Path(data_root).expanduser() if data_root is not None else None
@@ -186,7 +199,7 @@ def reroot_image_path(
             raise DataNotFoundError(
                 f"image path {str(p)!r} is relative to DATA_ROOT, but DATA_ROOT is not set"
             )
-        return root / p
+        return resolve_inside_root(p, root, "image")
     if p.exists():
         return p
     parts = p.parts
@@ -200,7 +213,7 @@ def reroot_image_path(
         raise DataNotFoundError(
             f"image {str(p)!r} does not exist; re-rooting it needs DATA_ROOT, which is not set"
         )
-    candidate = root.joinpath(*parts[idx:])
+    candidate = resolve_inside_root(Path(*parts[idx:]), root, f"image {str(p)!r} re-rooted:")
     if not candidate.exists():
         raise DataNotFoundError(
             f"image {str(p)!r} does not exist, and neither does its re-rooted path {str(candidate)!r}"
