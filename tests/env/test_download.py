@@ -140,6 +140,79 @@ def test_traversal_refused_before_writing(tmp_path, members, links, bad):
     assert tar.exists()  # a refused tar is kept for inspection
 
 
+def ordered_tar(path: Path, entries: list[tuple[str, str, str | bytes]]) -> Path:
+    """A tar of (name, kind, payload) in order: kind "file" (payload = data), "dir", "sym" or
+    "hard" (payload = link target) or "fifo"."""
+    kinds = {"dir": tarfile.DIRTYPE, "sym": tarfile.SYMTYPE, "hard": tarfile.LNKTYPE}
+    kinds["fifo"] = tarfile.FIFOTYPE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tarfile.open(path, "w") as tar:
+        for name, kind, payload in entries:
+            info = tarfile.TarInfo(name)
+            if kind == "file":
+                info.size = len(payload)
+                tar.addfile(info, io.BytesIO(payload))
+                continue
+            info.type = kinds[kind]
+            if kind in ("sym", "hard"):
+                info.linkname = payload
+            if kind == "dir":
+                info.mode = 0o755
+            tar.addfile(info)
+    return path
+
+
+LINK_TARS = {
+    # a chain of in-tree links, a link through it and a file written through that link: the
+    # shape that has slipped past tarfile's `data` filter on some Python versions
+    "symlink_chain_escape": [
+        ("web_action/ok.txt", "file", b"ok"),
+        ("web_action/d1/d2/d3", "dir", ""),
+        ("web_action/l1", "sym", "d1"),
+        ("web_action/chain", "sym", "l1/d2/d3"),
+        ("web_action/escape", "sym", "chain/../../../../.."),
+        ("web_action/escape/pwned.txt", "file", b"x"),
+    ],
+    # links that stay inside DATA_ROOT (the `data` filter alone lets these through)
+    "inner_symlink": [
+        ("web_action/ok.txt", "file", b"ok"),
+        ("web_action/alias.txt", "sym", "ok.txt"),
+    ],
+    "inner_hardlink": [
+        ("web_action/ok.txt", "file", b"ok"),
+        ("web_action/copy.txt", "hard", "web_action/ok.txt"),
+    ],
+    "dir_symlink_then_file": [
+        ("web_action/real", "dir", ""),
+        ("web_action/via", "sym", "real"),
+        ("web_action/via/f.txt", "file", b"x"),
+    ],
+}
+
+
+@pytest.mark.parametrize("case", sorted(LINK_TARS))
+def test_links_refused_outright(tmp_path, case):
+    tar = ordered_tar(tmp_path / "web_action.tar", LINK_TARS[case])
+    root = tmp_path / "sandbox" / "deep" / "deeper" / "data"
+    with pytest.raises(UnsafeArchiveError) as ei:
+        install_tar(tar, root, keep_tar=False, progress=False)
+    msg = str(ei.value)
+    assert "link" in msg and "contain none" in msg and "nothing was extracted" in msg
+    assert list(tmp_path.rglob("pwned.txt")) == []
+    assert files_under(tmp_path / "sandbox") == set()  # the good members were not written either
+    assert tar.exists()
+
+
+def test_special_files_refused(tmp_path):
+    tar = ordered_tar(
+        tmp_path / "web_action.tar",
+        [("web_action/ok.txt", "file", b"ok"), ("web_action/pipe", "fifo", "")],
+    )
+    with pytest.raises(UnsafeArchiveError, match=r"'web_action/pipe' is not a regular file"):
+        install_tar(tar, tmp_path / "data", keep_tar=True, progress=False)
+    assert files_under(tmp_path / "data") == set()
+
+
 def test_vstar_extra_tar_moved_like_upstream(tmp_path):
     tar = make_tar(
         tmp_path / "MCTS_VSTAR_20250514_134727_images_1.tar",

@@ -8,9 +8,11 @@ snapshot of the whole 125 GB repository. The two 44 GB `MCTS_VSTAR_*_images_*.ta
 visual-search SFT chains) are fetched only when named explicitly; `all` means the four domain tars.
 
 Extraction is the security-relevant half and lives apart from the network half (`install_tar`), so it
-is tested on local tars: every member is vetted with `tarfile.data_filter` *before* anything is
-written (absolute names, `..` escapes, links leaving DATA_ROOT and device files are refused, and the
-tar is left untouched), then members are extracted with `filter="data"`. A marker file under
+is tested on local tars: every member is vetted *before* anything is written (only regular files and
+directories pass: symbolic and hard links are refused outright, whatever the Python version, since
+the published tars hold none; absolute names and `..` escapes are refused; then
+`tarfile.data_filter`; a refused tar is left untouched), then members are extracted with
+`filter="data"`. A marker file under
 `DATA_ROOT/.vigorl/` records a finished extraction, so rerunning is a no-op.
 """
 
@@ -57,7 +59,7 @@ MARKER_DIR = ".vigorl"
 
 
 class UnsafeArchiveError(ValueError):
-    """A tar member would land outside DATA_ROOT (or is a device/unsafe link); nothing was extracted."""
+    """A tar member is a link, a special file or would land outside DATA_ROOT; nothing was extracted."""
 
 
 @dataclass(frozen=True)
@@ -73,9 +75,27 @@ def marker_path(data_root: Path, tar_name: str) -> Path:
 
 
 def _vet_members(tar: tarfile.TarFile, dest: Path) -> list[tarfile.TarInfo]:
-    """Run every member through the `data` filter first, so a bad tar writes nothing."""
+    """Vet every member before anything is written, so a bad tar writes nothing.
+
+    Only regular files and directories pass. Symbolic and hard links are refused outright, on
+    every Python version: chains of in-tree links have escaped `tarfile`'s `data` filter before
+    (a link resolving to a directory, then `escape -> chain/..`, then `escape/file`), and the
+    published archives hold no links, so refusing them costs nothing. The `data` filter then
+    checks names and modes of what is left.
+    """
     vetted: list[tarfile.TarInfo] = []
     for m in tar.getmembers():
+        if m.issym() or m.islnk():
+            kind = "symbolic link" if m.issym() else "hard link"
+            raise UnsafeArchiveError(
+                f"{tar.name}: member {m.name!r} is a {kind} (to {m.linkname!r}); links are refused "
+                "(the published vigorl_datasets tars contain none); nothing was extracted"
+            )
+        if not (m.isreg() or m.isdir()):
+            raise UnsafeArchiveError(
+                f"{tar.name}: member {m.name!r} is not a regular file or directory (tar type "
+                f"{m.type!r}); nothing was extracted"
+            )
         if m.name.startswith(("/", os.sep)) or os.path.isabs(m.name):
             # the `data` filter would strip the slash and extract inside; an upstream tar never has
             # absolute names, so treat one as a sign of a wrong or hostile archive
