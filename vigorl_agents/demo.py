@@ -6,30 +6,35 @@ crops and answer (what upstream's demo_singleturn.py / demo_multiturn.py did).
     uv run python -m vigorl_agents.demo --image shot.png --query "the Export button" --task web_grounding \
         --policy.model tiny-qwen2.5-vl    # CPU, random weights: the pipeline, not the answers
 
-The episode runs in the real env (the family's frame, crop and prompt settings), so what the
-demo shows is exactly what evaluation and training see.
+The episode runs in the real env (`gym.make` of the family's procedural id with this one image as
+its dataset: the family's frame, crop and prompt settings), so what the demo shows is exactly what
+evaluation and training see. The frame and crop sizes are fitted to the policy's image processor
+(`vigorl_agents.frame_bounds`; docs/geometry.md): a small processor gets smaller frames, and
+`--policy.max-pixels` keeps the family's own. The picture is drawn by `vigorl_agents.replay`, like
+the main job's episodes.png.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import textwrap
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
+import gymnasium as gym
 import tyro
-from PIL import Image, ImageDraw
+from PIL import Image
 
+import vigorl_env
 from vigorl_agents.factory import PolicyConfig, open_policy
+from vigorl_agents.frame_bounds import fit_env_kwargs, policy_pixel_bounds
 from vigorl_agents.policy import SamplingParams
+from vigorl_agents.replay import draw_episodes, episode_view, replay, save_figure
 from vigorl_agents.rollout import Batcher, EpisodeSpec, Trajectory, run_episode
 from vigorl_env.data.base import Sample
-from vigorl_env.env import GroundedReasoningEnv
-from vigorl_env.geometry import crop_zoom
-from vigorl_env.protocol import all_think_points, answer_point, extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +59,9 @@ def _open(path: str) -> Image.Image:
 
 
 class OneImageDataset:
-    """A one-sample dataset around a user's image and query (no ground truth: scores mean nothing)."""
+    """A one-sample dataset around a user's image and query (no ground truth: scores mean nothing).
+
+    Picklable (the image is opened lazily from its path), as `gym.make(..., dataset=)` requires."""
 
     def __init__(self, image: str, query: str, task: str):
         q = query if "<image>" in query else "<image>" + query
@@ -93,81 +100,60 @@ class Args:
     temperature: float = 0.0
     max_tokens: int = 1024
     env_kwargs: dict[str, int | float | bool | str] = field(default_factory=dict)
-    """Extra env kwargs (max_pixels, crop_size, …)."""
+    """Extra env kwargs (max_pixels, crop_size, …; docs/envs.md). Frame and crop sizes left out are
+    fitted to the policy's image processor; ones given must fit it."""
     out: Path = Path("runs/demo/demo.png")
 
 
-def make_env(args: Args) -> GroundedReasoningEnv:
-    kw = dict(args.env_kwargs)
+def env_id_of(task: str) -> str:
+    return vigorl_env.tasks.BENCHMARKS[FAMILY_BENCHMARK[task]].env_id
+
+
+def env_kwargs_of(args: Args, bounds: tuple[int, int] | None) -> dict[str, Any]:
+    """The env kwargs: `--env-kwargs` and `--mode`, with frames and crops fitted to `bounds` (the
+    policy's processor pixel bounds; None = unknown, nothing fitted)."""
+    kw: dict[str, Any] = dict(args.env_kwargs)
     if args.mode is not None:
         kw["mode"] = args.mode
-    env = GroundedReasoningEnv(FAMILY_BENCHMARK[args.task], **kw)
-    env.dataset = OneImageDataset(str(args.image), args.query, args.task)
-    return env
+    if bounds is not None:
+        kw = fit_env_kwargs(env_id_of(args.task), bounds, kw, flag_prefix="--policy.")
+    return kw
 
 
-def draw(env: GroundedReasoningEnv, traj: Trajectory, query: str, path: Path) -> Path:
-    """Model-frame image with think points (numbered), crop boxes and the answer, crops beside it."""
-    ep = env.episode
-    frame = ep.frame_img.copy()
-    d = ImageDraw.Draw(frame)
-    for i, (x, y) in enumerate(all_think_points(traj.transcript), 1):
-        d.ellipse(
-            (x - 7, y - 7, x + 7, y + 7), fill=(0, 160, 255), outline=(255, 255, 255), width=2
-        )
-        d.text((x + 9, y - 7), str(i), fill=(0, 90, 200))
-    crops = []
-    for turn in traj.turns:
-        if turn.crop:
-            d.rectangle(turn.crop["box"], outline=(255, 0, 0), width=3)
-            img, _ = crop_zoom(
-                ep.frame_img,
-                tuple(turn.crop["point"]),
-                offset=env.config.offset,
-                crop_size=env.config.crop_size,
-                draw_dot=env.config.draw_dot,
-            )
-            crops.append(img)
-    answer = extract_answer(traj.transcript)
-    pt = answer_point(answer) if answer else None
-    if pt:
-        x, y = pt
-        d.line((x - 14, y, x + 14, y), fill=(0, 200, 0), width=4)
-        d.line((x, y - 14, x, y + 14), fill=(0, 200, 0), width=4)
-    thumb = 256
-    w = frame.width + (thumb + 8 if crops else 0)
-    h = max(frame.height, len(crops) * (thumb + 8)) + 60
-    canvas = Image.new("RGB", (w, h), "white")
-    canvas.paste(frame, (0, 0))
-    for i, c in enumerate(crops):
-        canvas.paste(c.resize((thumb, thumb)), (frame.width + 8, i * (thumb + 8)))
-    cd = ImageDraw.Draw(canvas)
-    cd.text((4, h - 56), textwrap.shorten(f"Q: {query}", 160), fill=(0, 0, 0))
-    cd.text(
-        (4, h - 36),
-        textwrap.shorten(f"A: {answer}  ({traj.end_reason}, {len(traj.turns)} turns)", 160),
-        fill=(0, 0, 0),
-    )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    canvas.save(path)
-    return path
+def make_env(args: Args, bounds: tuple[int, int] | None = None) -> gym.Env:
+    """The family's env with the user's image as its one-sample dataset."""
+    dataset = OneImageDataset(str(args.image), args.query, args.task)
+    return gym.make(env_id_of(args.task), dataset=dataset, **env_kwargs_of(args, bounds))
+
+
+def draw(env: gym.Env, traj: Trajectory, query: str, path: Path) -> Path:
+    """The episode's picture (`vigorl_agents.replay.draw_episodes`), without ground truth: the demo
+    has none."""
+    rep = replay(env, traj)
+    view = episode_view(env.unwrapped.env_id, query, rep, traj, ground_truth=False)
+    return save_figure(draw_episodes([view]), path)
 
 
 async def demo(args: Args) -> tuple[Trajectory, Path]:
-    env = make_env(args)
+    """Run the episode and write its picture; returns the trajectory and the picture's path."""
+    bounds = policy_pixel_bounds(args.policy)
+    env = make_env(args, bounds)  # fails fast (before loading a model) on conflicting sizes
     params = SamplingParams(temperature=args.temperature, max_tokens=args.max_tokens, seed=0)
-    async with open_policy(args.policy) as policy:
-        batcher = Batcher(policy)
-        try:
-            traj = await run_episode(env, batcher, EpisodeSpec(0), params)
-        finally:
-            await batcher.aclose()
-    return traj, draw(env, traj, args.query, args.out)
+    try:
+        async with open_policy(args.policy) as policy:
+            batcher = Batcher(policy)
+            try:
+                traj = await run_episode(env, batcher, EpisodeSpec(0), params)
+            finally:
+                await batcher.aclose()
+        return traj, draw(env, traj, args.query, args.out)
+    finally:
+        env.close()
 
 
-def main() -> None:
+def main(argv: Sequence[str] | None = None) -> None:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    args = tyro.cli(Args)
+    args = tyro.cli(Args, args=argv)
     traj, path = asyncio.run(demo(args))
     for i, turn in enumerate(traj.turns, 1):
         print(f"--- turn {i} ---\n{turn.prefix}{turn.text}")
