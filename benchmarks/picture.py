@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gymnasium as gym
 
@@ -16,6 +16,9 @@ from vigorl_agents.baselines import RandomZoom
 from vigorl_agents.policy import SamplingParams
 from vigorl_agents.replay import EpisodeView, draw_episodes, episode_view, replay, save_figure
 from vigorl_agents.rollout import Batcher, EpisodeSpec, run_episode
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, Any]) -> EpisodeView:
@@ -39,13 +42,17 @@ def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, An
         env.close()
 
 
-def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
-    """episodes.png for the envs of the main job's `args` (envs, split, seed, make_kwargs)."""
+def episodes_figure(args: Any, index: int = 0) -> Figure:
+    """The figure of episodes.png for the main job's `args` (envs, split, seed, make_kwargs)."""
     kw = {"split": args.split, **dict(args.make_kwargs)}
     views = [record_episode(e, index, args.seed, kw) for e in args.envs]
-    fig = draw_episodes(
+    return draw_episodes(
         views,
         title=f"random-zoom baseline, sample {index} of each env "
         f"({args.split} split; everything in model-frame pixels)",
     )
-    return save_figure(fig, path)
+
+
+def episodes_picture(args: Any, path: Path, index: int = 0) -> Path:
+    """Write episodes.png (see `episodes_figure`)."""
+    return save_figure(episodes_figure(args, index), path)
