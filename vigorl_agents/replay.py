@@ -151,9 +151,12 @@ class Marks:
 
 
 def _object_label(obj: dict[str, Any]) -> str:
+    """A reader's name for a scene object: its text (with the set-of-marks id on web pages), or
+    its colour and category."""
     a = obj.get("attributes") or {}
-    if a.get("text") or a.get("label"):
-        return f"[{obj.get('id')}] {a.get('text') or a.get('label')}"
+    name = a.get("text") or a.get("label")
+    if name:
+        return f"[{a['som_id']}] {name}" if a.get("som_id") is not None else str(name)
     return " ".join(str(s) for s in (a.get("color"), obj.get("category")) if s)
 
 
@@ -265,12 +268,14 @@ def _detail_regions(view: EpisodeView) -> list[tuple[str, Box]]:
     for name, box in (("answer", m.answer_box),):
         if box is not None and not any(_inside(box, reg) for _, reg in regions):
             left, t, r, b = box
-            regions.append((name, around((left + r) / 2, (t + b) / 2, r - left, b - t)))
+            regions.append(
+                (f"{name}: {m.answer}", around((left + r) / 2, (t + b) / 2, r - left, b - t))
+            )
     if m.answer_point is not None and not any(
         _inside((*m.answer_point, *m.answer_point), reg) for _, reg in regions
     ):
         x, y = m.answer_point
-        regions.append(("answer", around(x, y, 0, 0)))
+        regions.append((f"answer: {m.answer}", around(x, y, 0, 0)))
     return regions
 
 
@@ -320,6 +325,15 @@ def _overlay(ax: Axes, view: EpisodeView, *, labels: bool, scale: float) -> None
     if m.answer_point is not None:
         ax.plot(*m.answer_point, "X", ms=16, mfc=ANSWER_COLOR, mec="black", mew=1.2, zorder=6,
                 gid="answer_point")  # fmt: skip
+
+
+def _border(ax: Axes, color: str = "#b0b0b0", lw: float = 1.0, ls: str = "-") -> None:
+    """A frame around an image panel, so a white crop or page edge does not melt into the page."""
+    ax.set_axis_on()
+    ax.set_xticks([])
+    ax.set_yticks([])
+    for spine in ax.spines.values():
+        spine.set(color=color, lw=lw, ls=ls)
 
 
 def _question_lines(view: EpisodeView, width_px: float) -> list[str]:
@@ -439,6 +453,7 @@ def draw_episodes(views: Sequence[EpisodeView], title: str | None = None) -> Fig
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
         _overlay(ax, view, labels=True, scale=lay.scale)
+        _border(ax)
         text(x0, by + lay.fh + 3, f"model frame {w}×{h} (shown at {lay.scale:.0%})", fontsize=8,
              color="dimgray")  # fmt: skip
         for i, c in enumerate(view.replay.crops):
@@ -451,12 +466,10 @@ def draw_episodes(views: Sequence[EpisodeView], title: str | None = None) -> Fig
                 cx, cy + len(caption) * SMALL_LINE + 4, CROP_PX, CROP_PX, f"crop_{k}_{c.turn}"
             )
             cax.imshow(c.image)
-            if c.clipped:  # a red border on a stretched crop
-                cax.set_axis_on()
-                cax.set_xticks([])
-                cax.set_yticks([])
-                for spine in cax.spines.values():
-                    spine.set(color=CROP_COLOR, lw=3, ls="--")
+            if c.clipped:  # a stretched crop gets a dashed red border
+                _border(cax, color=CROP_COLOR, lw=3, ls="--")
+            else:
+                _border(cax)
         for i, (label, (left, t, r, b)) in enumerate(lay.details):
             col, row = divmod(i, lay.detail_rows)
             dx, dy = x0 + lay.details_x + col * (DETAIL_PX + GAP), by + row * lay.detail_slot
@@ -477,6 +490,7 @@ def draw_episodes(views: Sequence[EpisodeView], title: str | None = None) -> Fig
             dax.set_ylim(b, t)
             dax.set_aspect("equal")
             _overlay(dax, view, labels=False, scale=zoom)
+            _border(dax)
         for j, (line, color) in enumerate(_footer(view)):
             text(x0, y + lay.footer_y + j * LINE, line, fontsize=10, color=color, fontweight="bold")
         y += lay.height + GAP

@@ -203,3 +203,25 @@ def test_no_text_overlaps_text_or_images(episode):
             assert not a.overlaps(bx), (a, bx)
         for ax in fig.axes:
             assert not a.overlaps(ax.get_window_extent(renderer)), (a, ax.get_gid())
+
+
+def test_click_answer_outlines_the_clicked_element():
+    env = gym.make("ViGoRL/SynthWebAction-v0", split="test")  # single-turn
+    first = _play(env, ["<think>\n(1, 1)\n</think>\n<answer> go_back </answer>"])
+    obj = next(
+        o for o in first.ground_truth["objects"] if o["attributes"].get("som_id") is not None
+    )
+    som = obj["attributes"]["som_id"]
+    traj = _play(
+        env, [f"<think>\nThe link ({5}, {5}).\n</think>\n<answer> click [{som}] </answer>"]
+    )
+    m = episode_marks(traj)
+    assert m.answer_box == tuple(obj["box"]) and m.answer_point is None
+    obs, _ = env.reset(options={"index": 0})
+    fig = draw_episodes(
+        [episode_view("ViGoRL/SynthWebAction-v0", obs["text"], replay(env, traj), traj)]
+    )
+    (ax,) = [a for a in fig.axes if a.get_gid() == "frame_0"]
+    box = _artist(ax, "answer_box")
+    assert box.get_xy() == tuple(obj["box"][:2])
+    assert box.get_width() == obj["box"][2] - obj["box"][0]
