@@ -126,6 +126,8 @@ def _check_dataset(dataset: Any, config: EnvConfig) -> None:
         )
     if config.split is not None and config.split != dataset.split:
         raise ValueError(f"split={config.split!r} but the dataset's split is {dataset.split!r}")
+    if len(dataset) < 1:
+        raise ValueError(f"dataset {dataset.name!r} (split {dataset.split!r}) has no samples")
 
 
 def _fingerprint(config: EnvConfig, dataset: Dataset | None) -> str:

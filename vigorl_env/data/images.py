@@ -6,7 +6,9 @@ only when the env asks. Decoding is where untrusted data meets PIL, so this modu
 
 * a relative path is joined to DATA_ROOT and must stay inside it after `..` and symlinks resolve
   (a record cannot make the env read `/etc/...`); absolute paths are taken as written (SPEC §15.4);
-* a missing file is a `DataNotFoundError` naming the path and the sample;
+* a missing file is a `DataNotFoundError` naming the path and the sample; a path that is not a
+  regular file (a FIFO, a device, a directory) is a `DataFormatError`, raised at once (a FIFO would
+  otherwise block `open` forever);
 * an image over `PIL.Image.MAX_IMAGE_PIXELS` is refused (decompression bombs), whether Pillow warns,
   raises, or the warning filter turned the warning into an error;
 * the pixels are loaded fully and the file handle closed before returning, so no image keeps a file
@@ -23,8 +25,10 @@ import binascii
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from PIL import Image, UnidentifiedImageError
 
@@ -35,6 +39,7 @@ __all__ = [
     "ImageRef",
     "decode_image_bytes",
     "open_image_file",
+    "open_regular_file",
     "reroot_image_path",
     "resolve_inside_root",
 ]
@@ -80,17 +85,64 @@ def _decode(fp: io.IOBase, what: str) -> Image.Image:
     return img
 
 
+def _file_kind(mode: int) -> str:
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    if stat.S_ISFIFO(mode):
+        return "a FIFO (named pipe)"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a regular file"
+
+
+def open_regular_file(path: str | os.PathLike[str], what: str) -> BinaryIO:
+    """Open `path` for binary reading only if it is a regular file (after symlinks).
+
+    A FIFO would block `open` forever (no writer ever comes) and a device such as `/dev/zero`
+    never ends, so a record pointing at one would hang `reset` or `make`. The file is opened
+    non-blocking (a FIFO opens at once) and judged by `fstat` of the open descriptor, so a file
+    swapped between a check and the open cannot slip through. Errors: `DataNotFoundError` if it
+    does not exist, `DataFormatError` if it is not a regular file; both start with `what`.
+    """
+    p = os.fspath(path)
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    if not hasattr(os, "O_NONBLOCK"):  # no non-blocking open (Windows): check before opening
+        try:
+            mode = os.stat(p).st_mode
+        except FileNotFoundError as e:
+            raise DataNotFoundError(f"{what}: file not found: {p!r}") from e
+        if not stat.S_ISREG(mode):
+            raise DataFormatError(f"{what}: {p!r} is {_file_kind(mode)}, not a regular file")
+    try:
+        fd = os.open(p, flags)
+    except FileNotFoundError as e:
+        raise DataNotFoundError(f"{what}: file not found: {p!r}") from e
+    except IsADirectoryError as e:
+        raise DataFormatError(f"{what}: {p!r} is a directory, not a regular file") from e
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise DataFormatError(f"{what}: {p!r} is {_file_kind(mode)}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def open_image_file(path: str | os.PathLike[str], what: str | None = None) -> Image.Image:
-    """Load the image at `path` fully (file closed on return); errors name `what` (default: the path)."""
+    """Load the image at `path` fully (file closed on return); errors name `what` (default: the path).
+
+    Only a regular file is read (`open_regular_file`): a FIFO or device path fails at once instead
+    of hanging.
+    """
     p = Path(path)
     what = what or f"image {str(p)!r}"
-    try:
-        with open(p, "rb") as fp:
-            return _decode(fp, what)
-    except FileNotFoundError as e:
-        raise DataNotFoundError(f"{what}: file not found: {str(p)!r}") from e
-    except IsADirectoryError as e:
-        raise DataFormatError(f"{what}: {str(p)!r} is a directory, not an image") from e
+    with open_regular_file(p, what) as fp:
+        return _decode(fp, what)
 
 
 def decode_image_bytes(data: bytes, what: str) -> Image.Image:

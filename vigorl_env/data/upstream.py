@@ -12,6 +12,37 @@ where DATA_ROOT came from and the command that fetches it; a bad line names file
 Layout: `upstream_specs` (the benchmark table), `upstream_records` (text normalization and record
 parsing); this module resolves DATA_ROOT, holds the dataset class and `load_benchmark`, and
 re-exports the public names of both.
+
+What the loaders accept and refuse (docs/data.md#what-the-loaders-accept-and-refuse)
+---------------------------------------------------------------------------------------
+Files. The first candidate path that exists is the split file; it must be a regular file (a FIFO,
+device or directory is a `DataFormatError`, never a hang). Missing file or unset DATA_ROOT:
+`DataNotFoundError`. Lines are split on `\n` (`\r\n` works; the last line needs no newline) and
+must be UTF-8; a leading UTF-8 byte-order mark is skipped; UTF-16 or other bytes are refused with
+the line, the byte and (when the rest of the line is JSON) the field. Blank lines are skipped. A
+file with no records, or a split whose hash rule keeps none of them, is refused at `make`.
+
+Records. Each line is one JSON object (arrays, strings, numbers: refused). JSON is Python's (NaN and
+Infinity literals parse; duplicate keys: the last wins). Nesting deeper than Python's recursion
+limit is refused, naming the top-level field. Integer literals over Python's int-string limit
+(4,300 digits) are refused where the loader uses them (`id`) and ignored elsewhere. Unknown keys
+are ignored. `id`: a string or number, cast to `str` (default `"{file stem}:{0-based line}"` in
+schema R); duplicates are kept, `index_of` gives the first. Schema E needs `image` (a path, a
+one-element list, `{"path"}` or `{"bytes": base64}`) and `conversations` with at least two turn
+objects whose `value`s are the question (a string) and the ground truth; schema R needs `problem`
+(a string), `images` with exactly one entry (same forms) and `answer`. Questions get exactly one
+`<image>` (prepended if absent, extras dropped with a warning).
+
+Ground truth by kind. option_text and web_action: a string (stripped). point_in_box: the string
+`"(x1, y1, x2, y2)"` (or `[…]`) of four decimal numbers (sign and fraction allowed, no exponent) or
+a JSON list of four numbers; every number must be finite (NaN, infinities and literals beyond the
+float range are refused) with x1 <= x2 and y1 <= y2.
+
+Images (read lazily, at `reset`). A relative path joins DATA_ROOT and must stay inside it after `..`
+and symlinks resolve; an absolute path is taken as written; the file must be a regular file; it
+must decode with Pillow, within `PIL.Image.MAX_IMAGE_PIXELS`, and not be truncated. Inline
+`bytes` are base64 (a `data:` URL prefix is allowed). A missing image is a `DataNotFoundError`
+naming the path and the sample; the rest are `DataFormatError`s naming file, line and sample.
 """
 
 from __future__ import annotations
@@ -37,7 +68,7 @@ from vigorl_env.data.upstream_specs import (
     UpstreamSpec,
 )
 from vigorl_env.data.upstream_specs import Schema as Schema
-from vigorl_env.errors import DataNotFoundError
+from vigorl_env.errors import DataFormatError, DataNotFoundError
 from vigorl_env.protocol import IMAGE_MARKER as IMAGE_MARKER
 
 __all__ = [
@@ -211,15 +242,26 @@ def load_benchmark(
     split_spec = spec.splits[split]
     if root is None:
         raise DataNotFoundError(_missing_file_message(spec, split, env_id, None, origin))
-    path = next((root / c for c in split_spec.candidates if (root / c).is_file()), None)
+    # the first candidate that exists wins; one that exists but is not a regular file (a FIFO, a
+    # directory) is refused by parse_file rather than skipped or left to hang
+    path = next((root / c for c in split_spec.candidates if os.path.exists(root / c)), None)
     if path is None:
         raise DataNotFoundError(_missing_file_message(spec, split, env_id, root, origin))
     samples = parse_file(
         path, spec, split_spec.schema, data_root=root, prompt_newlines=prompt_newlines
     )
+    where = f"{env_id} (split {split!r}): data file {str(path)!r}"
+    if not samples:
+        raise DataFormatError(f"{where} holds no records (it is empty or has only blank lines)")
     if split_spec.subset is not None:
         rule, f, keep = split_spec.subset
         if rule != "hash":
             raise ValueError(f"unknown subset rule {rule!r}")
+        n = len(samples)
         samples = [s for s in samples if hash_split(s.sample_id, f) == keep]
+        if not samples:
+            raise DataFormatError(
+                f"{where}: none of its {n} records falls in split {split!r} (val = the ids with "
+                f"hash_split(id, {f}) true, train = the rest)"
+            )
     return UpstreamDataset(spec, split, path, root, samples, prompt_newlines)

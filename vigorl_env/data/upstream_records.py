@@ -9,14 +9,16 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from vigorl_env.data.base import Sample
-from vigorl_env.data.images import ImageRef
+from vigorl_env.data.images import ImageRef, open_regular_file
 from vigorl_env.data.upstream_specs import Schema, UpstreamSpec
 from vigorl_env.errors import DataFormatError
 from vigorl_env.protocol import IMAGE_MARKER
@@ -78,6 +80,19 @@ _BOX_RE = re.compile(
 )
 
 
+def _short(value: Any, limit: int = 80) -> str:
+    """`repr(value)`, cut to `limit` characters (error messages stay readable)."""
+    r = repr(value)
+    return r if len(r) <= limit else r[: limit - 1] + "…"
+
+
+def _as_float(v: float | int | str) -> float:
+    try:
+        return float(v)
+    except OverflowError:  # an int too large for a float
+        return math.inf
+
+
 def parse_box(
     value: Any, where: str, field_name: str
 ) -> tuple[str, tuple[float, float, float, float]]:
@@ -89,21 +104,28 @@ def parse_box(
     if isinstance(value, str):
         m = _BOX_RE.match(value)
         if m:
-            nums = [float(g) for g in m.groups()]
+            nums = [_as_float(g) for g in m.groups()]
     elif (
         isinstance(value, list | tuple)
         and len(value) == 4
         and all(isinstance(v, int | float) and not isinstance(v, bool) for v in value)
     ):
-        nums = [float(v) for v in value]
+        nums = [_as_float(v) for v in value]
     if nums is None:
         raise DataFormatError(
             f"{where}: field {field_name!r} must be a box string '(x1, y1, x2, y2)' of four numbers, "
-            f"got {value!r}"
+            f"got {_short(value)}"
+        )
+    if not all(math.isfinite(v) for v in nums):
+        raise DataFormatError(
+            f"{where}: field {field_name!r} box {_short(value)} has a non-finite number "
+            "(NaN or infinity, or a literal too large for a float)"
         )
     x1, y1, x2, y2 = nums
     if x1 > x2 or y1 > y2:
-        raise DataFormatError(f"{where}: field {field_name!r} box {value!r} has x1 > x2 or y1 > y2")
+        raise DataFormatError(
+            f"{where}: field {field_name!r} box {_short(value)} has x1 > x2 or y1 > y2"
+        )
     canon = "(" + ", ".join(str(int(v)) if v.is_integer() else str(v) for v in nums) + ")"
     return canon, (x1, y1, x2, y2)
 
@@ -131,10 +153,15 @@ class _FileCtx:
 def _scalar_id(value: Any, ctx: _FileCtx, line: int) -> str:
     if value is None:
         return f"{ctx.stem}:{line - 1}"
+    if isinstance(value, _HugeInt):
+        raise DataFormatError(
+            f"{ctx.where(line)}: field 'id' is an integer literal of {len(value.digits)} digits, "
+            f"more than Python converts ({sys.get_int_max_str_digits()}); write long ids as strings"
+        )
     if isinstance(value, str | int | float) and not isinstance(value, bool):
         return str(value)
     raise DataFormatError(
-        f"{ctx.where(line)}: field 'id' must be a scalar, got {type(value).__name__}"
+        f"{ctx.where(line)}: field 'id' must be a scalar, got {_type_name(value)}"
     )
 
 
@@ -147,7 +174,7 @@ def _str_field(
     v = obj[key]
     if not isinstance(v, str):
         raise DataFormatError(
-            f"{ctx.where(line)}: field {label!r} must be a string, got {type(v).__name__}"
+            f"{ctx.where(line)}: field {label!r} must be a string, got {_type_name(v)}"
         )
     return v
 
@@ -173,7 +200,7 @@ def _image_ref(entry: Any, ctx: _FileCtx, line: int, sample_id: str, label: str)
         raise DataFormatError(f"{where}: field {label!r} must hold a non-empty 'path' or 'bytes'")
     raise DataFormatError(
         f"{where}: field {label!r} must be a path string, {{'path': ...}} or {{'bytes': ...}}, "
-        f"got {type(entry).__name__}"
+        f"got {_type_name(entry)}"
     )
 
 
@@ -193,7 +220,7 @@ def _finish(
     else:
         if not isinstance(gt, str):
             raise DataFormatError(
-                f"{ctx.where(line)}: field {gt_label!r} must be a string, got {type(gt).__name__}"
+                f"{ctx.where(line)}: field {gt_label!r} must be a string, got {_type_name(gt)}"
             )
         answer = gt.strip()
     return Sample(
@@ -250,7 +277,7 @@ def _parse_r(obj: dict[str, Any], ctx: _FileCtx, line: int) -> Sample:
         images = [images]
     if not isinstance(images, list):
         raise DataFormatError(
-            f"{ctx.where(line)}: field 'images' must be a list, got {type(images).__name__}"
+            f"{ctx.where(line)}: field 'images' must be a list, got {_type_name(images)}"
         )
     if len(images) != 1:
         raise DataFormatError(
@@ -263,6 +290,126 @@ def _parse_r(obj: dict[str, Any], ctx: _FileCtx, line: int) -> Sample:
     return _finish(ctx, line, sample_id, problem, image, obj["answer"], "answer")
 
 
+class _HugeInt:
+    """An integer literal with more digits than Python converts (`sys.get_int_max_str_digits`).
+
+    Kept as its text, so a record is judged by the fields it uses: a huge `id` is refused by name,
+    a huge number in a field the loader ignores is harmless.
+    """
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: str):
+        self.digits = digits
+
+    def __repr__(self) -> str:
+        return f"<integer literal of {len(self.digits)} digits>"
+
+
+def _parse_int(literal: str) -> int | _HugeInt:
+    try:
+        return int(literal)
+    except ValueError:  # over the int-string conversion limit
+        return _HugeInt(literal)
+
+
+def _type_name(value: Any) -> str:
+    return "int" if isinstance(value, _HugeInt) else type(value).__name__
+
+
+def _deep_field(text: str) -> str:
+    """The top-level key whose value nests deepest (for the "nested too deeply" error); a linear
+    scan that skips string contents, run only on a line that already failed."""
+    depth = 0
+    key: str | None = None
+    worst: tuple[int, str | None] = (0, None)
+    i, n = 0, len(text)
+    last_string: str | None = None
+    while i < n:
+        c = text[i]
+        if c == '"':
+            j = i + 1
+            while j < n and text[j] != '"':
+                j += 2 if text[j] == "\\" else 1
+            last_string = text[i + 1 : j]
+            i = j + 1
+            continue
+        if c in "[{":
+            depth += 1
+            if depth > worst[0]:
+                worst = (depth, key)
+        elif c in "]}":
+            depth -= 1
+        elif c == ":" and depth == 1:
+            key = last_string
+        elif c == "," and depth == 1:
+            key = None
+        i += 1
+    return "the record" if worst[1] is None else f"field {worst[1][:80]!r}"
+
+
+def _decode_line(raw: bytes, ctx: _FileCtx, line_no: int) -> str | None:
+    """One line as text, or None if blank; refuses bytes that are not UTF-8, naming where."""
+    if line_no == 1 and raw.startswith(b"\xef\xbb\xbf"):
+        raw = raw[3:]  # a UTF-8 byte-order mark is tolerated
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        hint = ""
+        if line_no == 1 and raw[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            hint = " (the file starts with a UTF-16 byte-order mark: save it as UTF-8)"
+        elif b"\x00" in raw:
+            hint = " (NUL bytes: the file looks UTF-16 or binary; save it as UTF-8)"
+        field = ""
+        try:  # name the field whose text holds the bad bytes, if the line is JSON otherwise
+            obj = json.loads(raw.decode("utf-8", "surrogateescape"))
+            if isinstance(obj, dict):
+                bad = [k for k, v in obj.items() if _has_surrogate(k) or _has_surrogate(v)]
+                if bad:
+                    field = f" in field {bad[0].encode('utf-8', 'replace').decode()[:80]!r}"
+        except (ValueError, RecursionError):
+            pass
+        raise DataFormatError(
+            f"{ctx.where(line_no)}: not UTF-8 text{field}: byte {e.start} of the line is "
+            f"{raw[e.start : e.start + 1]!r}{hint}"
+        ) from None
+    return text if text.strip() else None
+
+
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\udc80" <= ch <= "\udcff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
+
+
+def _load_line(text: str, ctx: _FileCtx, line_no: int) -> Any:
+    """`json.loads` of one line, every failure a `DataFormatError` naming file and line."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        hint = (
+            " (NUL bytes: the file looks UTF-16 or binary; save it as UTF-8)"
+            if "\x00" in text
+            else ""
+        )
+        raise DataFormatError(
+            f"{ctx.where(line_no)}: malformed JSON ({e.msg} at column {e.colno}){hint}"
+        ) from e
+    except RecursionError:
+        raise DataFormatError(
+            f"{ctx.where(line_no)}: {_deep_field(text)} is nested too deeply to parse "
+            "(brackets deeper than Python's recursion limit)"
+        ) from None
+    except ValueError:
+        # an integer literal over Python's int-string limit: parse again keeping such literals
+        # as text, so that only a field the loader uses is refused (by name)
+        return json.loads(text, parse_int=_parse_int)
+
+
 def parse_file(
     path: Path,
     bench: UpstreamSpec,
@@ -271,7 +418,11 @@ def parse_file(
     data_root: Path,
     prompt_newlines: str = "normalized",
 ) -> list[Sample]:
-    """Parse one JSONL file of `schema` into samples (file order; blank lines skipped)."""
+    """Parse one JSONL file of `schema` into samples (file order; blank lines skipped).
+
+    Lines are split on `\\n` and must be UTF-8 (a leading UTF-8 byte-order mark is tolerated);
+    the file must be a regular file. Every refusal is a `DataFormatError` naming file and line.
+    """
     try:
         rel = path.relative_to(data_root).as_posix()
     except ValueError:
@@ -279,19 +430,15 @@ def parse_file(
     ctx = _FileCtx(bench, rel, path.stem, str(data_root.resolve()), prompt_newlines)
     parse = _parse_e if schema == "E" else _parse_r
     samples: list[Sample] = []
-    with open(path, encoding="utf-8") as fh:
+    with open_regular_file(path, f"data file {rel}") as fh:
         for line_no, raw in enumerate(fh, start=1):
-            if not raw.strip():
+            text = _decode_line(raw, ctx, line_no)
+            if text is None:
                 continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as e:
-                raise DataFormatError(
-                    f"{ctx.where(line_no)}: malformed JSON ({e.msg} at column {e.colno})"
-                ) from e
+            obj = _load_line(text, ctx, line_no)
             if not isinstance(obj, dict):
                 raise DataFormatError(
-                    f"{ctx.where(line_no)}: expected a JSON object, got {type(obj).__name__}"
+                    f"{ctx.where(line_no)}: expected a JSON object, got {_type_name(obj)}"
                 )
             samples.append(parse(obj, ctx, line_no))
     if ctx.extra_markers:
