@@ -43,8 +43,8 @@ def record_episode(env_id: str, index: int, seed: int, make_kwargs: dict[str, An
 
 
 def episodes_figure(args: Any, index: int = 0) -> Figure:
-    """The figure of episodes.png for the main job's `args` (envs, split, seed, make_kwargs)."""
-    kw = {"split": args.split, **dict(args.make_kwargs)}
+    """The figure of episodes.png for the main job's `args` (envs, split, seed, env_kwargs)."""
+    kw = {"split": args.split, **dict(args.env_kwargs)}
     views = [record_episode(e, index, args.seed, kw) for e in args.envs]
     return draw_episodes(
         views,

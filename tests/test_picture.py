@@ -1,17 +1,11 @@
 """episodes.png of the main job: each episode readable at a glance (sizes, marks, no overlaps)."""
 
-from types import SimpleNamespace
-
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 
 from benchmarks.picture import episodes_figure, episodes_picture
+from benchmarks.run import Args
 
-ARGS = SimpleNamespace(
-    envs=("ViGoRL/SynthGrounding-v0", "ViGoRL/SynthWebAction-v0"),
-    split="test",
-    seed=0,
-    make_kwargs={},
-)
+ARGS = Args(envs=("ViGoRL/SynthGrounding-v0", "ViGoRL/SynthWebAction-v0"))
 
 
 def _axes(fig, gid):

@@ -248,34 +248,25 @@ def _frame_scale(w: int, h: int) -> float:
 
 
 def _detail_regions(view: EpisodeView) -> list[tuple[str, Box]]:
-    """Close-up regions (model frame) at native pixels: each ground-truth box (at most 2), and the
-    answer when it lies outside them."""
+    """Close-up regions (model frame), drawn at about 1:1 or larger so small targets read: each
+    ground-truth box (at most 2), and the answer (element or point) when no close-up holds it."""
     w, h = view.replay.frame.size
-    regions: list[tuple[str, Box]] = []
+    m = view.marks
 
-    def around(cx: float, cy: float, bw: float, bh: float) -> Box:
-        side = min(max(bw, bh) * 1.6 + 40, max(w, h))
+    def around(box: Box) -> Box:
+        left, top, right, bottom = box
+        side = min(max(right - left, bottom - top) * 1.6 + 40, max(w, h))
         side = max(side, min(160.0, w, h))
-        x0 = min(max(cx - side / 2, 0), max(w - side, 0))
-        y0 = min(max(cy - side / 2, 0), max(h - side, 0))
+        x0 = min(max((left + right - side) / 2, 0), max(w - side, 0))
+        y0 = min(max((top + bottom - side) / 2, 0), max(h - side, 0))
         return (x0, y0, min(x0 + side, w), min(y0 + side, h))
 
-    for label, (left, t, r, b) in view.marks.gt_boxes[:2]:
-        regions.append(
-            (f"ground truth: {label}", around((left + r) / 2, (t + b) / 2, r - left, b - t))
-        )
-    m = view.marks
-    for name, box in (("answer", m.answer_box),):
-        if box is not None and not any(_inside(box, reg) for _, reg in regions):
-            left, t, r, b = box
-            regions.append(
-                (f"{name}: {m.answer}", around((left + r) / 2, (t + b) / 2, r - left, b - t))
-            )
-    if m.answer_point is not None and not any(
-        _inside((*m.answer_point, *m.answer_point), reg) for _, reg in regions
-    ):
-        x, y = m.answer_point
-        regions.append((f"answer: {m.answer}", around(x, y, 0, 0)))
+    regions = [(f"ground truth: {label}", around(box)) for label, box in m.gt_boxes[:2]]
+    answer = m.answer_box or (
+        None if m.answer_point is None else (*m.answer_point, *m.answer_point)
+    )
+    if answer is not None and not any(_inside(answer, reg) for _, reg in regions):
+        regions.append((f"answer: {m.answer}", around(answer)))
     return regions
 
 
@@ -285,7 +276,7 @@ def _inside(box: Box, region: Box) -> bool:
     )
 
 
-def _overlay(ax: Axes, view: EpisodeView, *, labels: bool, scale: float) -> None:
+def _overlay(ax: Axes, view: EpisodeView, *, labels: bool) -> None:
     """Marks in model-frame pixel coordinates (the image is shown with extent (0, w, h, 0), so a
     box [l, t, r, b) is the rectangle from (l, t) to (r, b)). Artists carry a gid (crop_box_<n>,
     tool_point_<n>, think_point_<n>, answer_point, answer_box, gt_box_<n>) that tests look up."""
@@ -452,7 +443,7 @@ def draw_episodes(views: Sequence[EpisodeView], title: str | None = None) -> Fig
         ax.imshow(frame, extent=(0, w, h, 0), interpolation="antialiased")
         ax.set_xlim(0, w)
         ax.set_ylim(h, 0)
-        _overlay(ax, view, labels=True, scale=lay.scale)
+        _overlay(ax, view, labels=True)
         _border(ax)
         text(x0, by + lay.fh + 3, f"model frame {w}×{h} (shown at {lay.scale:.0%})", fontsize=8,
              color="dimgray")  # fmt: skip
@@ -489,7 +480,7 @@ def draw_episodes(views: Sequence[EpisodeView], title: str | None = None) -> Fig
             dax.set_xlim(left, r)
             dax.set_ylim(b, t)
             dax.set_aspect("equal")
-            _overlay(dax, view, labels=False, scale=zoom)
+            _overlay(dax, view, labels=False)
             _border(dax)
         for j, (line, color) in enumerate(_footer(view)):
             text(x0, y + lay.footer_y + j * LINE, line, fontsize=10, color=color, fontweight="bold")
