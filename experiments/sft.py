@@ -17,16 +17,21 @@ Multi-GPU (DeepSpeed ZeRO-2/3, SPEC §10.2; global batch kept at 32 whatever the
         --sft.train-file chains/train.jsonl
     torchrun --nproc_per_node 2 -m experiments.sft debug-zero3   # tiny model, 2 GPUs
 
-The debug data: SynthGrounding samples become single-turn chains
-`<think>\\nThe target is at (x, y).\\n</think>\\n<answer> (x, y) </answer>` with (x, y) the centre of the
-ground-truth box in the model frame; SynthSearch samples become multi-turn dialogs (one tool call on
-the first target object, the env's crop as observation, then the answer). Frames are produced by the
+The debug data (`make_debug_data`): an oracle policy (`Oracle`) plays SynthGrounding (single-turn:
+`<think>\\nThe target is at (x, y).\\n</think>\\n<answer> (x, y) </answer>` with (x, y) the centre of
+the ground-truth box in the model frame) and SynthSearch (multi-turn: one tool call on the target
+object, the env's crop as observation, then the answer) through the rollout loop
+(`vigorl_agents.rollout.run_episodes`). The oracle knows the answers from its own copy of the
+procedural dataset (same generator and seed, looked up by the sample id the env reports at reset)
+and maps boxes with the env's frame info; it never reads the env's episode. The trajectories become
+records through `vigorl_agents.records.trajectory_record` (images = [frame, crop 1, ...] as PNG,
+paths relative to the data folder: docs/data.md#sft-record-formats). Frames are produced by the
 envs with the tiny processor's max_pixels, crops are 224 px, so nothing is resized again.
 """
 
 from __future__ import annotations
 
-import json
+import hashlib
 import logging
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -35,6 +40,8 @@ from typing import Any
 import tyro
 
 from vigorl_agents.train.sft import SFTConfig, train
+
+logger = logging.getLogger(__name__)
 
 TINY_PIXELS = 64 * 28 * 28  # the tiny processor's max_pixels: frames and crops must fit (SPEC §3.1)
 
@@ -65,99 +72,164 @@ def _centre(box: Any) -> tuple[int, int]:
     return round((x1 + x2) / 2), round((y1 + y2) / 2)
 
 
-def make_debug_data(out: Path, spec: DebugData, seed: int = 0) -> tuple[Path, Path]:
-    """Write train.jsonl / val.jsonl (vigorl SFT JSONL, SPEC §10.1) with PNG images under `out`."""
+def _image_key(image: Any) -> str:
+    """Content key of a model-frame image (the reset observation, or the PIL image the rollout
+    made of it): the same pixels give the same key whatever the container."""
+    import numpy as np
+
+    arr = np.ascontiguousarray(np.asarray(image))
+    return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
+
+
+class Oracle:
+    """A Policy that knows the answers: the chains of the debug data.
+
+    It holds its own instance of the env's procedural dataset (same generator, same seed) and
+    looks each episode's sample up by the `sample_id` the env reports at reset; the env's `frame`
+    info maps the sample's original-frame boxes into the model frame. It never reads the env's
+    episode. The env tells it about each reset through `announcing(env)` (its reset info, keyed by
+    the frame's pixels, which are what the conversation carries).
+
+    Turns: single-turn point_in_box → `<think>` naming the centre of the ground-truth box, then that
+    point as the answer; multi-turn → one tool call on the first target object (or the box
+    centre), then the answer from the crop (after a forced prefix: the answer only)."""
+
+    def __init__(self, dataset: Any):
+        self.dataset = dataset
+        self._episodes: dict[str, dict[str, Any]] = {}
+
+    def announcing(self, env: Any) -> Any:
+        """`env` wrapped so that each reset tells this oracle its sample id, frame and mode."""
+        import gymnasium as gym
+
+        oracle = self
+
+        class Announce(gym.Wrapper):
+            def reset(self, **kwargs: Any):
+                obs, info = self.env.reset(**kwargs)
+                oracle._episodes[_image_key(obs["image"])] = {
+                    k: info[k] for k in ("sample_id", "frame", "mode")
+                }
+                return obs, info
+
+        return Announce(env)
+
+    def _turn(self, conv: Any) -> tuple[str, str]:
+        from vigorl_env.geometry import Frame
+        from vigorl_env.protocol import format_tool_call
+
+        user = next(m for m in conv.messages if m.role == "user")
+        ep = self._episodes[_image_key(user.images[0])]
+        sample = self.dataset[self.dataset.index_of(ep["sample_id"])]
+        frame = Frame(tuple(ep["frame"]["original_size"]), tuple(ep["frame"]["model_size"]))
+        targets = [o for o in sample.objects or () if o.id in sample.target_ids]
+        box = sample.gt_box if sample.gt_box is not None else targets[0].box
+        x, y = _centre(frame.box_to_model(box))
+        point = sample.answer_kind == "point_in_box"
+        answer = f"({x}, {y})" if point else sample.answer
+        if conv.assistant_prefix:  # forced final answer: continue after the prefix
+            return f" {answer} </answer>", "</answer>"
+        turns = sum(m.role == "assistant" for m in conv.messages)
+        if ep["mode"] == "multi_turn" and turns == 0:
+            name = targets[0].category if targets else "target"
+            think = f"<think> The {name} should be near ({x}, {y}). </think>\n"
+            return think + format_tool_call(x, y), "</tool_call>"
+        if ep["mode"] == "multi_turn":
+            return (
+                f"<think> The crop shows it clearly. </think>\n<answer> {answer} </answer>",
+                "</answer>",
+            )
+        return (
+            f"<think>\nThe target is at ({x}, {y}).\n</think>\n<answer> {answer} </answer>",
+            "</answer>",
+        )
+
+    async def generate(self, conversations: Any, params: Any) -> list[list[Any]]:
+        from vigorl_agents.policy import Completion, params_per_conversation
+
+        out = []
+        for conv, p in zip(
+            conversations, params_per_conversation(params, len(conversations)), strict=True
+        ):
+            text, stop = self._turn(conv)
+            out.append([Completion(text, "stop", stop)] * p.n)
+        return out
+
+    async def aclose(self) -> None:
+        return None
+
+
+def _oracle_records(
+    env_id: str, dataset: Any, n: int, data_dir: Path, env_kwargs: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Run the oracle on samples 0..n-1 of `env_id` and convert the solved episodes to records."""
+    import asyncio
+
     import gymnasium as gym
-    from PIL import Image
 
     import vigorl_env  # noqa: F401 - registers the env ids
-    from vigorl_env.protocol import format_tool_call
+    from vigorl_agents.policy import SamplingParams
+    from vigorl_agents.records import trajectory_record
+    from vigorl_agents.rollout import EpisodeSpec, run_episodes
 
-    img_dir = out / "images"
-    img_dir.mkdir(parents=True, exist_ok=True)
-    records: list[dict[str, Any]] = []
-
-    def save(arr: Any, name: str) -> str:
-        p = img_dir / name
-        Image.fromarray(arr).save(p)
-        return str(p.resolve())
-
-    env = gym.make("ViGoRL/SynthGrounding-v0", max_pixels=spec.max_pixels)
-    for i in range(spec.n_grounding):
-        obs, info = env.reset(seed=seed, options={"index": i})
-        ep = env.unwrapped.episode
-        x, y = _centre(ep.gt.box)
-        chain = f"<think>\nThe target is at ({x}, {y}).\n</think>\n<answer> ({x}, {y}) </answer>"
-        records.append(
-            {
-                "id": f"{info['sample_id']}:0",
-                "sample_id": info["sample_id"],
-                "env_id": "ViGoRL/SynthGrounding-v0",
-                "kind": "direct",
-                "messages": [
-                    {"role": "system", "content": info["system_prompt"]},
-                    {"role": "user", "content": obs["text"]},
-                    {"role": "assistant", "content": chain},
-                ],
-                "images": [save(obs["image"], f"{info['sample_id']}_0.png")],
-                "frame": info["frame"],
-                "gt_answer": ep.sample.answer,
-                "meta": {"generator": "experiments/sft.py debug"},
-            }
+    oracle = Oracle(dataset)
+    trajs = asyncio.run(
+        run_episodes(
+            lambda: oracle.announcing(gym.make(env_id, **env_kwargs)),
+            oracle,
+            [EpisodeSpec(i) for i in range(n)],
+            SamplingParams(temperature=0.0, seed=None),
         )
-    env.close()
+    )
+    solved = [t for t in trajs if t.score >= 1.0]
+    if len(solved) < len(trajs):
+        logger.warning(
+            "%s: the oracle solved %d of %d episodes; the others are left out: %s",
+            env_id,
+            len(solved),
+            len(trajs),
+            [(t.sample_id, t.end_reason, t.score) for t in trajs if t.score < 1.0],
+        )
+    env = gym.make(env_id, **env_kwargs)  # the same kwargs: replays the episodes' images
+    try:
+        return [
+            trajectory_record(env, t, data_dir, meta={"generator": "experiments/sft.py debug"})
+            for t in solved
+        ]
+    finally:
+        env.close()
 
-    env = gym.make("ViGoRL/SynthSearch-v0", max_pixels=spec.max_pixels, crop_size=spec.crop_size)
-    for i in range(spec.n_search):
-        obs, info = env.reset(seed=seed, options={"index": i})
-        ep = env.unwrapped.episode
-        target = next(o for o in ep.sample.objects if o.id in ep.sample.target_ids)
-        x, y = _centre(ep.frame.box_to_model(target.box))
-        sid = info["sample_id"]
-        images = [save(obs["image"], f"{sid}_0.png")]
-        action = (
-            f"<think> The {target.category} should be near ({x}, {y}). </think>\n"
-            + format_tool_call(x, y)
-        )
-        obs2, _, terminated, _, _ = env.step(action)
-        if terminated:
-            continue
-        images.append(save(obs2["image"], f"{sid}_1.png"))
-        answer = (
-            f"<think> The crop shows it clearly. </think>\n<answer> {ep.sample.answer} </answer>"
-        )
-        records.append(
-            {
-                "id": f"{sid}:0",
-                "sample_id": sid,
-                "env_id": "ViGoRL/SynthSearch-v0",
-                "kind": "multi_turn",
-                "messages": [
-                    {"role": "system", "content": info["system_prompt"]},
-                    {"role": "user", "content": obs["text"]},
-                    {"role": "assistant", "content": action},
-                    {"role": "user", "content": obs2["text"]},
-                    {"role": "assistant", "content": answer},
-                ],
-                "images": images,
-                "frame": info["frame"],
-                "gt_answer": ep.sample.answer,
-                "meta": {"generator": "experiments/sft.py debug"},
-            }
-        )
-    env.close()
 
+def make_debug_data(out: Path, spec: DebugData, seed: int = 0) -> tuple[Path, Path]:
+    """Write train.jsonl / val.jsonl (vigorl SFT JSONL, docs/data.md#sft-record-formats) and their
+    PNG images under `out`, image paths relative to `out` (load with `data_root=out`)."""
+    from vigorl_agents.records import write_sft_jsonl
+    from vigorl_env.data.synth.grounding import SynthGrounding
+    from vigorl_env.data.synth.search import SynthSearch
+
+    out.mkdir(parents=True, exist_ok=True)
+    records = _oracle_records(
+        "ViGoRL/SynthGrounding-v0",
+        SynthGrounding(split="train", dataset_seed=seed),
+        spec.n_grounding,
+        out,
+        {"max_pixels": spec.max_pixels, "dataset_seed": seed},
+    )
+    records += _oracle_records(
+        "ViGoRL/SynthSearch-v0",
+        SynthSearch(split="train", dataset_seed=seed),
+        spec.n_search,
+        out,
+        {"max_pixels": spec.max_pixels, "crop_size": spec.crop_size, "dataset_seed": seed},
+    )
+    # a positional split: the few debug records always leave some for val
     every = max(2, round(1 / spec.val_fraction)) if spec.val_fraction > 0 else len(records) + 1
-    val = [r for k, r in enumerate(records) if k % every == every - 1]
-    tr = [r for k, r in enumerate(records) if k % every != every - 1]
-    paths = []
-    for name, rows in (("train", tr), ("val", val)):
-        p = out / f"{name}.jsonl"
-        p.write_text(
-            "".join(json.dumps({**r, "split": name}) + "\n" for r in rows), encoding="utf-8"
-        )
-        paths.append(p)
-    return paths[0], paths[1]
+    for k, r in enumerate(records):
+        r["split"] = "val" if k % every == every - 1 else "train"
+    return (
+        write_sft_jsonl([r for r in records if r["split"] == "train"], out / "train.jsonl"),
+        write_sft_jsonl([r for r in records if r["split"] == "val"], out / "val.jsonl"),
+    )
 
 
 def _paper(model: str, max_pixels: int) -> SFTConfig:
@@ -292,8 +364,10 @@ def run(args: Args) -> dict:
     if not sft.train_file:
         if args.debug_data is None:
             raise SystemExit("--sft.train-file is required (or use the debug preset)")
-        train_file, val_file = _debug_data_once(Path(sft.output_dir) / "data", args.debug_data)
-        sft = replace(sft, train_file=str(train_file), val_file=str(val_file))
+        data = Path(sft.output_dir) / "data"
+        train_file, val_file = _debug_data_once(data, args.debug_data)
+        # the records' image paths are relative to their folder
+        sft = replace(sft, train_file=str(train_file), val_file=str(val_file), data_root=str(data))
     result = train(sft)
     if int(__import__("os").environ.get("RANK", "0")) != 0:
         return result

@@ -456,6 +456,13 @@ def test_debug_preset_generates_data_and_trains(tmp_path, monkeypatch):
     ]
     st = next(r for r in rows if r["kind"] == "direct")
     assert st["messages"][2]["content"].startswith("<think>\nThe target is at (")
+    # the oracle's chains are right (only solved episodes are kept, and all were)
+    assert (
+        st["messages"][2]["content"].endswith(" </answer>")
+        and mt["gt_answer"] in (mt["messages"][-1]["content"])
+    )
+    # image paths relative to the data folder, which the run uses as its data root
+    assert all(p.startswith("images/") and (data / p).is_file() for r in rows for p in r["images"])
     assert result["step"] == 1 and result["train_data"]["dropped"] == {}
     assert Path(result["checkpoint"]).name == "checkpoint-1"
 
