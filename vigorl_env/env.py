@@ -12,7 +12,9 @@ point (SPEC §6) and the episode goes on until an answer, a bad action or the tu
 after the end, the last image and `""`.
 
 ## Action
-Any `str` (bytes are decoded as UTF-8 with replacement). No string makes `step` raise.
+Any `str` (bytes are decoded as UTF-8 with replacement). No string makes `step` raise. Text beyond
+`MAX_ACTION_CHARS` (100,000, the action space's bound) is cut off before parsing and scoring, and
+`info["action_truncated"]` is set; the transcript and `get_state()` hold the cut text.
 
 ## Reward
 0 until the episode ends; then the single-turn (SPEC §7.3) or multi-turn (SPEC §7.4) overall score of
@@ -65,6 +67,8 @@ from vigorl_env.spaces import AnyText, VarImage
 FRAME_CACHE_SIZE = 64
 CROP_CACHE_SIZE = 32
 MAX_ACTION_CHARS = 100_000
+"""Longest action (after canonicalization) the env reads; longer ones are cut to it and flagged
+with `info["action_truncated"]` (docs/envs.md#step)."""
 
 
 @dataclass(frozen=True)
@@ -266,6 +270,12 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
             )
         text = protocol.canonicalize_action(action)
         info: dict[str, Any] = {}
+        if len(text) > MAX_ACTION_CHARS:
+            # the declared action-space limit: longer text is cut to it for parsing, scoring and
+            # the transcript (never an exception), and the cut is flagged; the cut is
+            # canonicalized again, so the step equals one given the cut text itself
+            text = protocol.canonicalize_action(text[:MAX_ACTION_CHARS])
+            info["action_truncated"] = True
         if ep.pending_prefix and not text.startswith(protocol.FORCED_PREFIX):
             text = protocol.FORCED_PREFIX + text
             info["prefix_prepended"] = True
