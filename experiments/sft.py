@@ -1,17 +1,18 @@
-"""Supervised fine-tuning on grounded chains (SPEC §10), single process (CPU or one GPU).
+"""Supervised fine-tuning on grounded chains (docs/sft.md), single process (CPU or one GPU).
 
     # CPU, no downloads: tiny random Qwen2.5-VL on chains generated from the procedural envs
     uv run python experiments/sft.py debug
 
     # paper configuration (one GPU; effective batch 32 via grad accumulation), chains in the
-    # model frame (vigorl SFT JSONL / sharegpt JSON, SPEC §10.1)
+    # model frame (vigorl SFT JSONL / sharegpt JSON, docs/data.md#sft-record-formats)
     uv run python experiments/sft.py spatial-3b --sft.train-file chains/train.jsonl \
         --sft.val-file chains/val.jsonl
 
 Results go to `runs/sft/<name>/` (checkpoint-N/ Hugging Face folders, metrics.jsonl, tb/); an
 interrupted run resumes from its latest checkpoint.
 
-Multi-GPU (DeepSpeed ZeRO-2/3, SPEC §10.2; global batch kept at 32 whatever the GPU count):
+Multi-GPU (DeepSpeed ZeRO-2/3, docs/sft.md#multi-gpu-with-deepspeed; global batch kept at 32
+whatever the GPU count):
 
     deepspeed --num_gpus 8 -m experiments.sft spatial-3b --sft.deepspeed zero3 \
         --sft.train-file chains/train.jsonl
@@ -43,7 +44,9 @@ from vigorl_agents.train.sft import SFTConfig, train
 
 logger = logging.getLogger(__name__)
 
-TINY_PIXELS = 64 * 28 * 28  # the tiny processor's max_pixels: frames and crops must fit (SPEC §3.1)
+TINY_PIXELS = (
+    64 * 28 * 28
+)  # the tiny processor's max_pixels: frames and crops must fit (docs/geometry.md)
 
 
 @dataclass(frozen=True)
@@ -233,7 +236,7 @@ def make_debug_data(out: Path, spec: DebugData, seed: int = 0) -> tuple[Path, Pa
 
 
 def _paper(model: str, max_pixels: int) -> SFTConfig:
-    # SPEC §10.2 / Table A1 on one process: effective batch 32 = 1 × grad_accum 32.
+    # docs/sft.md#presets / paper Table A1 on one process: effective batch 32 = 1 × grad_accum 32.
     return SFTConfig(
         model=model,
         epochs=3,
@@ -254,7 +257,8 @@ def _paper(model: str, max_pixels: int) -> SFTConfig:
         eval_every=250,
         attn_implementation="sdpa",
         min_pixels=3136,
-        max_pixels=max_pixels,  # >= the env's M for the domain (SPEC §3.1, §3.2)
+        # >= the env's max_pixels for the domain (docs/geometry.md#defaults-per-benchmark)
+        max_pixels=max_pixels,
         device="cuda",
     )
 
@@ -331,8 +335,8 @@ for _dom, _px in _DOMAIN_PIXELS.items():
         PRESETS[f"{_dom}-{_size}"] = (
             f"Paper SFT ({_dom}, Qwen2.5-VL-{_size.upper()}): 3 epochs, lr 1e-6 cosine, warmup 0.03, "
             f"batch 32 (grad accum), bf16, vision frozen. Pass --sft.train-file/--sft.val-file: "
-            f"chains in the model frame (SPEC §10.1; upstream MCTS_72b_reasoning_chains_*.json must "
-            f"be imported first).",
+            f"chains in the model frame (docs/data.md#sft-record-formats; upstream "
+            f"MCTS_72b_reasoning_chains_*.json must be imported first).",
             Args(sft=_paper(_model, _px), name=f"{_dom}-{_size}"),
         )
 

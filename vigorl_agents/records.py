@@ -1,4 +1,5 @@
-"""Trajectories and chains → vigorl SFT records, and the files that hold them (docs/data.md#sft-record-formats).
+"""Trajectories and chains → vigorl SFT records, and the files that hold them
+(docs/data.md#sft-record-formats).
 
 One converter for every producer of SFT data: the debug chains of `experiments/sft.py`, rejection
 sampling over rollouts, MCTS chains. A record is a plain dict (the vigorl SFT JSONL line):

@@ -1,4 +1,4 @@
-"""SFT data pipeline (SPEC §10): loaders, masks by construction, template equality, preflight, collate."""
+"""SFT data pipeline (docs/sft.md#data): loaders, masks by construction, template equality, preflight, collate."""
 
 from __future__ import annotations
 

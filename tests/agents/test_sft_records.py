@@ -125,7 +125,7 @@ def test_single_turn_record(converted):
     assert rec["messages"][1]["content"] == question
     assert rec["sample_id"].endswith("-0")
     assert np.array_equal(np.asarray(Image.open(data / rec["images"][0])), want)
-    assert rec["gt_answer"].startswith("(")  # the §2.2 box string, original frame
+    assert rec["gt_answer"].startswith("(")  # the ground-truth box string, original frame
 
 
 @pytest.mark.parametrize("fmt", ["jsonl", "json", "parquet"])

@@ -113,6 +113,7 @@ def test_small_updates_survive_only_with_fp32_masters(tiny_qwen25_dir, train_fil
         pure.train_step()
     pure.close()
     after = [p for p in pure.model.parameters() if p.requires_grad]
+
     def frac_changed(xs, ys) -> float:
         n = sum(x.numel() for x in xs)
         return sum(int((x != y).sum()) for x, y in zip(xs, ys, strict=True)) / n

@@ -314,7 +314,7 @@ def test_resume_cuts_rerun_steps_from_metrics(tiny_qwen25_dir, train_file, tmp_p
 
 
 def test_token_mean_aggregation_option(tiny_qwen25_dir, train_file, tmp_path):
-    """microbatch_mean (SPEC §10.2) = mean of per-micro-batch token means; token_mean = one mean."""
+    """microbatch_mean (docs/sft.md#training-loop) = mean of per-micro-batch token means; token_mean = one mean."""
     cfg = cfg_for(tiny_qwen25_dir, train_file, tmp_path / "a", max_steps=1)
     tr = SFTTrainer(cfg)
     window = tr.window(0)

@@ -1,6 +1,6 @@
-"""Import of upstream SFT chains into the model frame (SPEC §10.1, §2.4, §3.1).
+"""Import of upstream SFT chains into the model frame (docs/data.md#importing-upstream-chains).
 
-Every expected number below is worked out by hand from the §3.1 rule; the importer must agree to the
+Every expected number below is worked out by hand from the resize rule (docs/geometry.md); the importer must agree to the
 integer.
 
 Image A, 3000×2000 (web grounding):
@@ -230,7 +230,7 @@ def test_cli_spatial_domain(data_root: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "sp.jsonl"
     assert main([str(src), str(out), "--domain", "spatial", "--data-root", str(data_root)]) == 0
     (rec,) = _read(out)
-    # spatial = SAT2's frame (SPEC §3.2): model (1260, 840) from T (2996, 1988):
+    # spatial = SAT2's frame (docs/geometry.md#defaults-per-benchmark): model (1260, 840) from T (2996, 1988):
     # 503·1260/2996 = 211.54 → 212; 377·840/1988 = 159.30 → 159.
     assert rec["messages"][2]["content"] == "<think> (212, 159) </think>\n<answer> left </answer>"
     assert (rec["env_id"], rec["split"]) == ("ViGoRL/SAT2-v0", "val")
@@ -253,7 +253,7 @@ def test_cli_spatial_domain(data_root: Path, tmp_path: Path, capsys) -> None:
 
 def test_cli_writes_frames_that_the_trainer_accepts(data_root: Path, tmp_path: Path) -> None:
     """Import → model-frame PNGs by default → SFTDataset tokenizes them (a processor whose pixel
-    bounds bracket the frames keeps them as they are: SPEC §3.1, §10.2)."""
+    bounds bracket the frames keeps them as they are: docs/geometry.md, docs/sft.md#data)."""
     pytest.importorskip("transformers")
     from PIL import Image
 

@@ -1,1 +1,1 @@
-"""SFT training of Qwen2-VL / Qwen2.5-VL on grounded chains (SPEC §10): data pipeline and trainer."""
+"""SFT training of Qwen2-VL / Qwen2.5-VL on grounded chains (docs/sft.md): data pipeline and trainer."""

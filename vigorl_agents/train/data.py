@@ -1,8 +1,8 @@
-"""SFT data: records from our files, token streams whose loss mask is known by construction (SPEC §10).
+"""SFT data: records from our files, token streams whose loss mask is known by construction (docs/sft.md).
 
 Why it looks like this:
 
-* **Masks by construction** (SPEC §10.2, §11.7, §13.21, §14.4). Upstream trainers render the whole
+* **Masks by construction** (docs/sft.md#token-streams-and-loss-masks). Upstream trainers render the whole
   conversation, tokenize it, then search the token stream for `<|im_start|>assistant\\n` patterns to
   find what to train on; BPE merges across piece boundaries made that search miss or over-match. Here
   the stream is the concatenation of pieces tokenized on their own — header, content, `<|im_end|>`,
@@ -11,7 +11,7 @@ Why it looks like this:
   byte-level pre-tokenizer already splits; `tokenize_record` still re-renders every example with the
   processor's own chat template and asserts the two id sequences are equal (a mismatch is an error
   naming the example, never a silently shifted mask).
-* **Images at their model-frame size** (SPEC §3.1, §10.2). Each image must already be a model frame:
+* **Images at their model-frame size** (docs/geometry.md#model-frame). Each image must already be a model frame:
   sides multiples of 28 (patch 14 × merge 2) and a pixel count inside the processor's bounds, so the
   image processor leaves it alone. Anything else is an error naming the example: a silent resize would
   move every coordinate in the chain.
@@ -19,8 +19,8 @@ Why it looks like this:
   `SFTDataset` tokenizes every record up front (length filter, drop summary, preflight) reading only
   image headers, and runs the image processor lazily per item: 100k examples × 1008² frames never sit
   in memory as pixel tensors.
-* **Preflight** (issue 4, SPEC §11.9): image-pad count = Σ t·h·w / merge² and vision start/end counts
-  = number of images, checked before the step; the mismatch is the most reported VLM-trainer crash
+* **Preflight** (docs/sft.md#token-streams-and-loss-masks): image-pad count = Σ t·h·w / merge² and
+  vision start/end counts = number of images, checked before the step; the mismatch is the most reported VLM-trainer crash
   and would otherwise surface as an opaque error deep inside the model (or, worse, a silent
   misalignment).
 
@@ -96,7 +96,7 @@ def _fail(where: str, field_name: str, msg: str) -> DataFormatError:
 
 
 def _check_messages(messages: Any, n_images: int, where: str) -> list[dict[str, str]]:
-    """Validate the chat structure (SPEC §2.4/§2.5/§10.1); return clean {"role", "content"} dicts."""
+    """Validate the chat structure (docs/data.md#sft-record-formats); return clean {"role", "content"} dicts."""
     if not isinstance(messages, list) or not messages:
         raise _fail(where, "messages", "must be a non-empty list")
     out: list[dict[str, str]] = []
@@ -160,7 +160,7 @@ def _record(obj: Any, where: str, data_root: Any, default_id: str) -> SFTRecord:
 
 
 def load_vigorl_jsonl(path: str | os.PathLike[str], data_root: Any = None) -> list[SFTRecord]:
-    """vigorl SFT JSONL (SPEC §10.1): one record per line; blank lines skipped.
+    """vigorl SFT JSONL (docs/data.md#sft-record-formats): one record per line; blank lines skipped.
 
     Errors name the file, the 1-based line and the field (`DataFormatError`); a missing image is a
     `DataNotFoundError` naming the same."""
@@ -192,8 +192,8 @@ def read_json_array(path: Path) -> list[Any]:
 
 
 def load_sharegpt_json(path: str | os.PathLike[str], data_root: Any = None) -> list[SFTRecord]:
-    """LLaMA-Factory sharegpt JSON array (SPEC §2.4 single-turn, §2.5 multi-turn); upstream absolute
-    image paths are re-rooted under DATA_ROOT. Errors name the file and the 0-based record index."""
+    """LLaMA-Factory sharegpt JSON array (single- or multi-turn, docs/data.md#sft-record-formats);
+    upstream absolute image paths are re-rooted under DATA_ROOT. Errors name the file and the 0-based record index."""
     path = Path(path)
     data = read_json_array(path)
     root = _data_root(data_root)
@@ -222,8 +222,8 @@ def _guess_kind(obj: dict, multi: str) -> str:
 
 
 def load_parquet(path: str | os.PathLike[str], data_root: Any = None) -> list[SFTRecord]:
-    """Multi-turn parquet (SPEC §2.5 interop: columns `messages`, `images`; optional `id`, `kind`).
-    Needs pyarrow (ImportError with a clear message otherwise)."""
+    """Multi-turn parquet (interop, docs/data.md#sft-record-formats): columns `messages`, `images`;
+    optional `id`, `kind`. Needs pyarrow (ImportError with a clear message otherwise)."""
     try:
         import pyarrow.parquet as pq
     except ImportError as e:  # pragma: no cover - depends on the environment
@@ -260,7 +260,7 @@ def load_sft_file(path: str | os.PathLike[str], data_root: Any = None) -> list[S
 
 
 class ImageSizeError(ValueError):
-    """An image is not a model frame the processor would keep as is (SPEC §3.1)."""
+    """An image is not a model frame the processor would keep as is (docs/geometry.md#the-resize-rule)."""
 
 
 class TemplateMismatchError(ValueError):
@@ -268,7 +268,7 @@ class TemplateMismatchError(ValueError):
 
 
 class PreflightError(ValueError):
-    """Image tokens of an example do not match its image features (issue 4, SPEC §11.9)."""
+    """Image tokens of an example do not match its image features (docs/sft.md#token-streams-and-loss-masks)."""
 
 
 @dataclass(frozen=True)
@@ -347,7 +347,7 @@ def image_grids(record: SFTRecord, processor: Any) -> list[tuple[int, int, int]]
             raise ImageSizeError(
                 f"example {record.id!r}: image {j} ({src if not hasattr(src, 'size') else 'PIL'}) "
                 f"is {w}x{h}; the processor would resize it (needs sides multiple of {factor} and "
-                f"{lo} <= w*h <= {hi}). Images must be model frames (SPEC §3.1): widen the "
+                f"{lo} <= w*h <= {hi}). Images must be model frames (docs/geometry.md#model-frame): widen the "
                 f"processor's min/max_pixels or re-export the data"
             )
         grids.append((1, h // patch, w // patch))
@@ -424,7 +424,8 @@ def tokenize_record(
     with_pixels: bool = True,
     verify_template: bool = True,
 ) -> TokenizedExample | DropReason:
-    """Token stream and labels of one conversation, built piece by piece (SPEC §4.5, §10.2).
+    """Token stream and labels of one conversation, built piece by piece
+    (docs/protocol.md#chat-rendering, docs/sft.md#token-streams-and-loss-masks).
 
     Pieces (supervised ones marked *):
       system/user turn: `<|im_start|>{role}\\n{text}` … with each `<image>` as `<|vision_start|>` +

@@ -1,4 +1,4 @@
-"""DeepSpeed ZeRO-2/3 pieces of the SFT trainer that need no DeepSpeed import (SPEC §10.2).
+"""DeepSpeed ZeRO-2/3 pieces of the SFT trainer that need no DeepSpeed import (docs/sft.md#multi-gpu-with-deepspeed).
 
 * `dist_env()` reads rank / world size / local rank from the launcher's environment
   (`deepspeed --num_gpus N -m ...` and `torchrun --nproc_per_node N -m ...` both set RANK,

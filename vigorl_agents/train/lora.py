@@ -3,7 +3,7 @@
 Why this shape:
 
 * **Targets**: every projection of the language model's decoder layers (attention q/k/v/o and the
-  MLP gate/up/down), nothing in the vision tower or merger (frozen by SPEC §10.2 anyway), no
+  MLP gate/up/down), nothing in the vision tower or merger (frozen by default anyway, docs/sft.md#training-loop), no
   embedding or `lm_head`. The regex is anchored on `language_model`, so Qwen2-VL and Qwen2.5-VL
   both match and a vision `qkv`/`proj` never does.
 * **Checkpoints stay plain Hugging Face folders** (servable by vLLM / `from_pretrained` as they

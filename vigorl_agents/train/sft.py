@@ -1,13 +1,13 @@
-"""Single-process SFT of Qwen2-VL / Qwen2.5-VL on grounded chains (SPEC §10.2), CPU or one GPU.
+"""Single-process SFT of Qwen2-VL / Qwen2.5-VL on grounded chains (docs/sft.md), CPU or one GPU.
 
 What the loop does, and why:
 
 * **Loss** = next-token cross-entropy on the supervised tokens (assistant content + its
-  `<|im_end|>`; masks from `data.tokenize_record`), **token mean per micro-batch** as SPEC §10.2
-  says; an optimizer step over `grad_accum` micro-batches averages those means (what LLaMA-Factory,
-  which produced the paper's checkpoints, did). `loss_agg="token_mean"` instead divides the summed
-  loss of the whole accumulation window by its supervised-token count (micro-batching then cannot
-  change the value). The logits are computed only at supervised positions (hidden states gathered
+  `<|im_end|>`; masks from `data.tokenize_record`), **token mean per micro-batch**
+  (docs/sft.md#training-loop); an optimizer step over `grad_accum` micro-batches averages those
+  means (what LLaMA-Factory, which produced the paper's checkpoints, did). `loss_agg="token_mean"`
+  instead divides the summed loss of the whole accumulation window by its supervised-token count
+  (micro-batching then cannot change the value). The logits are computed only at supervised positions (hidden states gathered
   before `lm_head`): same value as the full-vocabulary logits of every position, without
   materialising L × 151k floats.
 * **Trainable**: the language model (full fine-tuning); the vision tower and its patch merger are
@@ -133,12 +133,12 @@ class CheckpointError(RuntimeError):
 
 @dataclass
 class SFTConfig:
-    """One SFT run (defaults: SPEC §10.2 / paper Table A1, per-device values)."""
+    """One SFT run (defaults: docs/sft.md#presets, paper Table A1, per-device values)."""
 
     model: str = "Qwen/Qwen2.5-VL-3B-Instruct"
     """HF folder, Hub id or `tiny-qwen2.5-vl` / `tiny-qwen2-vl`."""
     train_file: str = ""
-    """vigorl SFT JSONL, sharegpt JSON or parquet (SPEC §10.1, §2.4, §2.5)."""
+    """vigorl SFT JSONL, sharegpt JSON or parquet (docs/data.md#sft-record-formats)."""
     val_file: str | None = None
     output_dir: str = "runs/sft/default"
     data_root: str | None = None
@@ -187,10 +187,11 @@ class SFTConfig:
     loss_agg: Literal["microbatch_mean", "token_mean"] = "microbatch_mean"
     on_preflight: Literal["fatal", "skip"] = "fatal"
     mask_prefix: str | None = FORCED_PREFIX
-    """Masked when an assistant turn starts with it (SPEC §4.4, §14.2)."""
+    """Masked when an assistant turn starts with it (docs/protocol.md#forced-final-answer)."""
     device: str = "auto"
     min_pixels: int | None = None
-    """Processor pixel bounds override (SPEC §3.1: must bracket the data's model frames)."""
+    """Processor pixel bounds override (must bracket the data's model frames:
+    docs/backends.md#image-sizes-the-processor-must-keep-the-frame)."""
     max_pixels: int | None = None
     attn_implementation: str | None = None
     """e.g. "sdpa" or "flash_attention_2" (paper); None = transformers' default."""

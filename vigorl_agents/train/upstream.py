@@ -1,43 +1,48 @@
-"""Import upstream SFT chains into vigorl SFT JSONL, points moved into the model frame (SPEC §10.1).
+"""Import upstream SFT chains into vigorl SFT JSONL, points moved into the model frame
+(docs/data.md#importing-upstream-chains).
 
     python -m vigorl_agents.train.upstream \\
         $DATA_ROOT/web_grounding/MCTS_72b_reasoning_chains_train.json chains/wg_train.jsonl \\
         --domain web_grounding [--data-root PATH] [--frames-dir chains/frames]
 
-Why it is needed (SPEC §13.1, §13.19, §14.11): upstream's chains were written by a 72B teacher served
-by vLLM, which saw each image in its own frame T (the §3.1 rule with m = 4096, M = 12,960,000 and no
+Why it is needed: upstream's chains were written by a 72B teacher served by vLLM, which saw each
+image in its own frame T (the resize rule of docs/geometry.md with m = 4096, M = 12,960,000 and no
 max side), and upstream then trained on the same text at a different image size without rescaling a
 single coordinate. Here every `(x, y)` of the assistant text is carried from T to the frame the
 student will see, so that a chain's points land on the pixels they name.
 
-What it does, per record of the LLaMA-Factory sharegpt array (SPEC §2.4):
+What it does, per record of the LLaMA-Factory sharegpt array (docs/data.md#sft-record-formats):
 
-* re-roots the authors' absolute image path under DATA_ROOT (`reroot_image_path`, §2.4);
+* re-roots the authors' absolute image path under DATA_ROOT (`reroot_image_path`,
+  docs/data.md#what-the-loaders-accept-and-refuse);
 * reads the image's size from its header only (no pixel decode; sizes are cached per file, as many
-  chains share one image) and computes T and the model frame (w, h) with `smart_resize` (§3.1);
-* maps every point of every assistant message, `(x, y)` with the spacing of §7.1 and integer or
-  decimal coordinates, to `floor(x·w/T_w + 1/2)`, `floor(y·h/T_h + 1/2)`. The arithmetic is exact
-  (`fractions.Fraction`), so an exact .5 rounds up whatever the binary floats would make of it. Only
+  chains share one image) and computes T and the model frame (w, h) with `smart_resize`
+  (docs/geometry.md#the-resize-rule);
+* maps every point of every assistant message, `(x, y)` with the spacing of
+  docs/protocol.md#think-steps-and-points and integer or decimal coordinates, to
+  `floor(x·w/T_w + 1/2)`, `floor(y·h/T_h + 1/2)`. The arithmetic is exact (`fractions.Fraction`), so an exact .5 rounds up whatever the binary floats would make of it. Only
   the numbers change: the brackets, the spacing and all other text stay byte for byte. This also
   covers the answer point of point_in_box chains (`<answer>(x, y)</answer>`);
-* writes one vigorl SFT record (§10.1) per chain, with `frame` as `info["frame"]` (§3.1 item 7).
+* writes one vigorl SFT record per chain, with `frame` as the env's `info["frame"]`.
 
-Ground truth: `gt_answer` keeps the §2.2 convention. A box `"(x1, y1, x2, y2)"` (point_in_box) is in
-the ORIGINAL frame and stays there untouched: everything downstream (env, rewards, eval) maps GT boxes
-with the float scales of `frame` (§3.1 step 6), and rounding a box here would both lose precision and
-disagree with them. A GT that is a single point `(x, y)` is not a §2.2 format; it can only be a copy
-of a teacher answer, so it is moved like the assistant's points (the upstream string is kept in
+Ground truth: `gt_answer` keeps the convention of docs/data.md#ground-truth-by-answer-kind. A box
+`"(x1, y1, x2, y2)"` (point_in_box) is in the ORIGINAL frame and stays there untouched: everything
+downstream (env, rewards, eval) maps GT boxes with the float scales of `frame`
+(docs/geometry.md#ground-truth-in-the-model-frame), and rounding a box here would both lose
+precision and disagree with them. A GT that is a single point `(x, y)` is not a ground-truth
+format; it can only be a copy of a teacher answer, so it is moved like the assistant's points (the upstream string is kept in
 `meta["upstream_gt_answer"]`). Option texts and actions are untouched.
 
 Images: by default `images` holds the original files (relative to DATA_ROOT when under it) and
-nothing is decoded. The SFT trainer only accepts images that already are model frames (SPEC §10.2,
-`vigorl_agents.train.data.image_grids`), so an original whose size is not its own model frame needs
+nothing is decoded. The SFT trainer only accepts images that already are model frames
+(`vigorl_agents.train.data.image_grids`), so an original whose size is not its own model frame needs
 `frames_dir`: each image is then decoded once, resized by `geometry.model_frame` (the env's one
 bicubic resize) and saved there as PNG, and the record points to that file. The summary counts the
 images that need it and a warning says so.
 
 Records with more than one image are refused: their crops were cut in upstream's frames and cannot
-be rescaled by text substitution; rebuild multi-turn dialogs with the §9.7 converter instead.
+be rescaled by text substitution; rebuild multi-turn dialogs from single-turn chains in the model
+frame instead.
 """
 
 from __future__ import annotations
@@ -83,9 +88,9 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 TEACHER_MIN_PIXELS = 4096
-"""min_pixels of upstream's vLLM teacher server (SPEC §10.1)."""
+"""min_pixels of upstream's vLLM teacher server."""
 TEACHER_MAX_PIXELS = 12_960_000
-"""max_pixels of upstream's vLLM teacher server (SPEC §10.1); it had no max side."""
+"""max_pixels of upstream's vLLM teacher server; it had no max side."""
 
 DOMAIN_BENCHMARK: dict[str, str] = {
     "spatial": "SAT2",
@@ -93,14 +98,16 @@ DOMAIN_BENCHMARK: dict[str, str] = {
     "visual_search": "VisualSearchSA",
     "web_action": "VisualWebArena",
 }
-"""The env whose MCTS samples each domain's chains came from (SPEC §2.1). The CLI takes that env's
-frame defaults (SPEC §3.2: min/max pixels and max side), so a student trained on the imported chains
-sees exactly the frames the env shows it at RL and evaluation time (§13.1)."""
+"""The env whose MCTS samples each domain's chains came from (docs/data.md#data_root-layout). The
+CLI takes that env's frame defaults (docs/geometry.md#defaults-per-benchmark: min/max pixels and
+max side), so a student trained on the imported chains sees exactly the frames the env shows it at
+RL and evaluation time."""
 
 _NUM = r"([+-]?[0-9]+(?:\.[0-9]+)?)"
 _POINT_RE = re.compile(rf"\(\s*{_NUM}\s*,\s*{_NUM}\s*\)")
-"""§7.1's point, `\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*\\)`, widened to decimals and to the answer point's
-optional sign; ASCII digits only (§15.6). A 4-tuple box never matches (`)` must follow y)."""
+"""The think-step point (docs/protocol.md#think-steps-and-points),
+`\\(\\s*(\\d+)\\s*,\\s*(\\d+)\\s*\\)`, widened to decimals and to the answer point's optional sign;
+ASCII digits only. A 4-tuple box never matches (`)` must follow y)."""
 
 _EXIF_ORIENTATION = 0x0112
 _ROTATED = frozenset({5, 6, 7, 8})  # orientations that swap width and height
@@ -137,7 +144,8 @@ def rescale_points(
 
 
 def _upright_size(path: Path, where: str, field_name: str) -> tuple[int, int]:
-    """(W0, H0) after the EXIF transpose (SPEC §15.15), from the header only (no pixel decode)."""
+    """(W0, H0) after the EXIF transpose (docs/geometry.md#colour-transparency-and-exif), from the
+    header only (no pixel decode)."""
     try:
         with Image.open(path) as im:
             w, h = im.size
@@ -209,9 +217,9 @@ def import_upstream_chains(
     teacher_max_pixels: int = TEACHER_MAX_PIXELS,
     frames_dir: str | os.PathLike[str] | None = None,
 ) -> dict[str, Any]:
-    """Convert one upstream sharegpt chain file (SPEC §2.4) into vigorl SFT JSONL (§10.1).
+    """Convert one upstream sharegpt chain file into vigorl SFT JSONL (docs/data.md#sft-record-formats).
 
-    `min_pixels` / `max_pixels` / `max_side` define the student's model frame (§3.1); the teacher's
+    `min_pixels` / `max_pixels` / `max_side` define the student's model frame (docs/geometry.md); the teacher's
     frame uses `teacher_min_pixels` / `teacher_max_pixels` and no max side. `data_root` defaults to
     the `DATA_ROOT` environment variable. `split` defaults to the `train` / `val` token of the file
     name. `frames_dir`, when set, receives the model-frame PNGs the records then point to (see the
@@ -261,7 +269,7 @@ def import_upstream_chains(
                         where,
                         "images",
                         f"{len(images)} images; only single-image chains can be imported (crops "
-                        "were cut in upstream's frame: rebuild multi-turn dialogs, SPEC §9.7)",
+                        "were cut in upstream's frame: rebuild multi-turn dialogs from model-frame chains)",
                     )
                 messages = _check_messages(obj.get("messages"), len(images), where)
                 if "gt_answer" not in obj:
@@ -336,7 +344,7 @@ def import_upstream_chains(
     if pending:
         logger.warning(
             "%s: %d of %d image(s) are not model frames at min_pixels=%d, max_pixels=%d, "
-            "max_side=%s; the SFT trainer accepts only model frames (SPEC §10.2): rerun with "
+            "max_side=%s; the SFT trainer accepts only model frames (docs/sft.md#data): rerun with "
             "frames_dir / --frames-dir to write them",
             src,
             pending,
@@ -368,7 +376,7 @@ def _parser() -> argparse.ArgumentParser:
         prog="python -m vigorl_agents.train.upstream",
         description="Import upstream MCTS_72b_reasoning_chains_*.json (LLaMA-Factory sharegpt) into "
         "vigorl SFT JSONL with every point moved from the teacher's frame to the model frame "
-        "(SPEC §10.1).",
+        "(docs/data.md#importing-upstream-chains).",
     )
     p.add_argument("src", type=Path, help="upstream sharegpt JSON file")
     p.add_argument("out", type=Path, help="vigorl SFT JSONL to write")
@@ -377,7 +385,7 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         choices=sorted(DOMAIN_BENCHMARK),
         help="frame defaults and env id of the domain's MCTS env (SAT2, OSAtlas, VisualSearchSA, "
-        "VisualWebArena; SPEC §3.2)",
+        "VisualWebArena; docs/geometry.md#defaults-per-benchmark)",
     )
     p.add_argument(
         "--data-root", default=None, help="DATA_ROOT (default: the environment variable)"
