@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from vigorl_agents.policy import Policy
 
@@ -36,11 +36,34 @@ class PolicyConfig:
     max_batch_size: int = 8
     """hf: rows per generate call."""
     min_pixels: int | None = None
-    """Processor bounds; must admit the env's model frames unchanged (SPEC §3.1): min ≤ env min_pixels."""
+    """Processor bounds; must admit the env's model frames unchanged (docs/geometry.md): min ≤ env
+    min_pixels. Left None, evaluation fits the env's frames and crops to the model's own bounds."""
     max_pixels: int | None = None
     """max ≥ env max_pixels and ≥ crop area. Default: the model's own processor setting."""
     max_model_len: int = 8192
     """vLLM context length."""
+    request_timeout_s: float = 120.0
+    """vllm-server: limit of one request attempt in seconds (the whole generation: the answer is not
+    streamed); a stalled server fails the attempt after this long. See docs/backends.md#timeouts-and-retries."""
+    max_retries: int = 3
+    """vllm-server: retries of a failed request (timeout, connection error, 5xx), so at most
+    1 + max_retries attempts before PolicyUnavailableError."""
+    retry_backoff_s: float = 1.0
+    """vllm-server: an endpoint that failed waits this long before its next attempt, doubling per
+    consecutive failure up to 4x (1, 2, 4 s)."""
+
+
+RESUME_FREE_POLICY_FIELDS = frozenset(
+    {"endpoints", "served_model_name", "max_batch_size", "request_timeout_s", "max_retries",
+     "retry_backoff_s"}
+)  # fmt: skip
+"""PolicyConfig fields that do not change what the model answers: a resumed evaluation may change
+them (docs/evaluation.md#resume-and-config-fingerprints); any other change is refused."""
+
+
+def result_settings(cfg: PolicyConfig) -> dict[str, Any]:
+    """The fields of `cfg` that can change a model's answers (for the resume check)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE_POLICY_FIELDS}
 
 
 @contextlib.asynccontextmanager
@@ -98,5 +121,11 @@ def _build(cfg: PolicyConfig, servers: contextlib.ExitStack) -> Policy:
             servers.enter_context(server)
             endpoints, name = [server.base_url], "policy"
             log.info("launched vLLM server at %s (pid %s)", server.base_url, server.pid)
-        return VLLMServerPolicy(list(endpoints), name)
+        return VLLMServerPolicy(
+            list(endpoints),
+            name,
+            timeout=cfg.request_timeout_s,
+            max_retries=cfg.max_retries,
+            backoff=(cfg.retry_backoff_s, 4 * cfg.retry_backoff_s),
+        )
     raise ValueError(f"unknown backend {cfg.backend!r}; expected hf, vllm-server or vllm-engine")

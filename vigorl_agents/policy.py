@@ -122,6 +122,58 @@ def params_per_conversation(
     return params
 
 
+class PolicyRequestError(ValueError):
+    """The backend refused a request (HTTP 4xx): retrying the same request cannot help.
+
+    `endpoint` names the server (or the in-process engine), `message` is what it said.
+    """
+
+    def __init__(self, endpoint: str, status_code: int | None, message: str) -> None:
+        self.endpoint = endpoint
+        self.status_code = status_code
+        self.message = message
+        status = f" (HTTP {status_code})" if status_code is not None else ""
+        super().__init__(f"{endpoint} refused the request{status}: {message}")
+
+
+class PolicyUnavailableError(RuntimeError):
+    """No endpoint answered within the retry budget (connection errors, timeouts, 5xx).
+
+    `kept` says what survived the failure (the evaluation fills it in: how many episodes finished
+    and the file that holds them), so the message tells the user what a rerun will resume from.
+    Defined here, not in a backend, so the evaluation can catch it without importing openai.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str],
+        attempts: int,
+        last_error: BaseException,
+        *,
+        timeout_s: float | None = None,
+        kept: str | None = None,
+    ) -> None:
+        self.endpoints = list(endpoints)
+        self.attempts = attempts
+        self.last_error = last_error
+        self.timeout_s = timeout_s
+        self.kept = kept
+        per_request = f" ({timeout_s:g} s each)" if timeout_s is not None else ""
+        message = (
+            f"no answer from {', '.join(self.endpoints)} after {attempts} attempts{per_request}; "
+            f"last error: {type(last_error).__name__}: {last_error}"
+        )
+        if kept:
+            message += f". {kept}"
+        super().__init__(message)
+
+    def with_kept(self, kept: str) -> PolicyUnavailableError:
+        """The same failure, with what was kept."""
+        return PolicyUnavailableError(
+            self.endpoints, self.attempts, self.last_error, timeout_s=self.timeout_s, kept=kept
+        )
+
+
 @runtime_checkable
 class Policy(Protocol):
     """Anything that turns conversations into next assistant turns."""

@@ -2,14 +2,22 @@
 
 One chat-completions request per conversation (its `n` samples share the prompt's prefill), sent
 to the endpoint with the fewest requests in flight. Connection errors, timeouts and 5xx answers
-are retried with exponential backoff and jitter, on another endpoint when one is healthy, so a
-server that dies mid-batch costs latency, not episodes. A 4xx answer is the caller's mistake
-(too many stop strings or images, a prompt longer than the model) and raises at once with the
-server's message. The openai client's own retries are off, so these are the only ones.
+are retried with exponential backoff, on another endpoint when one is healthy, so a server that
+dies mid-batch costs latency, not episodes. A 4xx answer is the caller's mistake (too many stop
+strings or images, a prompt longer than the model) and raises at once with the server's message.
+The openai client's own retries are off, so these are the only ones.
+
+Timeouts and retries (docs/backends.md#timeouts-and-retries): each attempt may take `timeout`
+seconds (default 120: the whole generation, since the answer is not streamed — raise it for long
+generations on a loaded server); a request is tried at most `1 + max_retries` times (default 3
+retries) and an endpoint that failed backs off 1, 2, 4 s (`backoff`). Every retry is logged with its
+endpoint, and the last failure raises `PolicyUnavailableError` naming the endpoints, so a stalled
+server stops a run after minutes, loudly, instead of an hour in silence.
 
 vLLM request extensions used (vLLM ≥ 0.11; checked on 0.32): `top_k`,
 `include_stop_str_in_output`, `skip_special_tokens`, `return_token_ids`,
-`continue_final_message` / `add_generation_prompt` (forced prefix, SPEC §4.4), and the
+`continue_final_message` / `add_generation_prompt` (forced prefix,
+docs/protocol.md#forced-final-answer), and the
 `stop_reason` / `token_ids` fields of each returned choice.
 """
 
@@ -17,7 +25,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -30,36 +37,16 @@ from vigorl_agents.backends.openai_messages import (
     chat_template_flags,
     to_openai_messages,
 )
-from vigorl_agents.policy import Completion, Conversation, SamplingParams, params_per_conversation
+from vigorl_agents.policy import (
+    Completion,
+    Conversation,
+    PolicyRequestError,
+    PolicyUnavailableError,
+    SamplingParams,
+    params_per_conversation,
+)
 
 log = logging.getLogger(__name__)
-
-
-class PolicyRequestError(ValueError):
-    """The backend refused a request (HTTP 4xx): retrying the same request cannot help.
-
-    `endpoint` names the server (or the in-process engine), `message` is what it said.
-    """
-
-    def __init__(self, endpoint: str, status_code: int | None, message: str) -> None:
-        self.endpoint = endpoint
-        self.status_code = status_code
-        self.message = message
-        status = f" (HTTP {status_code})" if status_code is not None else ""
-        super().__init__(f"{endpoint} refused the request{status}: {message}")
-
-
-class PolicyUnavailableError(RuntimeError):
-    """No endpoint answered within the retry budget (connection errors, timeouts, 5xx)."""
-
-    def __init__(self, endpoints: Sequence[str], attempts: int, last_error: BaseException) -> None:
-        self.endpoints = list(endpoints)
-        self.attempts = attempts
-        self.last_error = last_error
-        super().__init__(
-            f"no answer after {attempts} attempts from {', '.join(self.endpoints)}; "
-            f"last error: {type(last_error).__name__}: {last_error}"
-        )
 
 
 @dataclass
@@ -94,8 +81,9 @@ class VLLMServerPolicy:
     """`Policy` backed by vLLM servers at `endpoints` (base URLs such as http://127.0.0.1:8000/v1).
 
     `max_concurrency` bounds the requests in flight over all endpoints together. Each request is
-    tried at most `1 + max_retries` times; the backoff before retrying on the same endpoint grows
-    as `backoff[0] * 2**k` up to `backoff[1]` seconds, with jitter. `timeout` is per request.
+    tried at most `1 + max_retries` times; after its k-th consecutive failure an endpoint backs off
+    `backoff[0] * 2**(k-1)` seconds, at most `backoff[1]` (defaults 1, 2, 4 s). `timeout` is the
+    limit of one attempt, in seconds.
     """
 
     def __init__(
@@ -104,9 +92,9 @@ class VLLMServerPolicy:
         model: str,
         *,
         max_concurrency: int = 64,
-        max_retries: int = 5,
-        backoff: tuple[float, float] = (0.5, 8.0),
-        timeout: float = 600,
+        max_retries: int = 3,
+        backoff: tuple[float, float] = (1.0, 4.0),
+        timeout: float = 120.0,
         api_key: str = "EMPTY",
         image_format: str = "png",
     ) -> None:
@@ -116,7 +104,12 @@ class VLLMServerPolicy:
             raise ValueError("VLLMServerPolicy needs at least one endpoint")
         if max_concurrency < 1 or max_retries < 0:
             raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
+        if timeout <= 0 or backoff[0] < 0 or backoff[1] < backoff[0]:
+            raise ValueError(
+                f"need timeout > 0 and 0 <= backoff[0] <= backoff[1], got {timeout}, {backoff}"
+            )
         self.model = model
+        self.timeout = float(timeout)
         self.max_retries = max_retries
         self.backoff = backoff
         self.image_format = image_format
@@ -261,14 +254,21 @@ class VLLMServerPolicy:
                 ep.in_flight -= 1
             ep.failures += 1
             lo, hi = self.backoff
-            delay = min(hi, lo * 2 ** (ep.failures - 1)) * random.uniform(0.5, 1.0)
+            delay = min(hi, lo * 2 ** (ep.failures - 1))
             ep.down_until = max(ep.down_until, time.monotonic() + delay)
             last = ep
             if attempts > self.max_retries:
-                raise PolicyUnavailableError(tried, attempts, error) from error
+                log.error(
+                    "vLLM request to %s failed (%s: %s); attempt %d/%d, giving up",
+                    ep.url, type(error).__name__, error or "timed out", attempts, attempts,
+                )  # fmt: skip
+                raise PolicyUnavailableError(
+                    tried, attempts, error, timeout_s=self.timeout
+                ) from error
             log.warning(
                 "vLLM request to %s failed (%s: %s); attempt %d/%d, that endpoint backs off %.1f s",
-                ep.url, type(error).__name__, error, attempts, self.max_retries + 1, delay,
+                ep.url, type(error).__name__, error or "timed out", attempts,
+                self.max_retries + 1, delay,
             )  # fmt: skip
 
 
