@@ -26,3 +26,13 @@ def test_wilson_and_bootstrap_bracket_the_mean():
     assert bootstrap(scores).to_dict() == b.to_dict()  # seeded
     with pytest.raises(ValueError):
         wald([])
+
+
+def test_wilson_is_informative_where_wald_collapses():
+    """0/N: the Wald interval is 0 ± 0 whatever N; Wilson's upper end is z²/(N+z²)."""
+    zeros = [0.0] * 100
+    assert wald(zeros).half_width == 0.0
+    w = wilson(zeros)
+    assert w.low == 0.0 and w.high == pytest.approx(100 * 1.96**2 / (100 + 1.96**2), rel=1e-3)
+    ones = wilson([1.0] * 20)
+    assert ones.high == 100.0 and ones.low == pytest.approx(100 * 20 / (20 + 1.96**2), rel=1e-3)

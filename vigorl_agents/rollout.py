@@ -20,8 +20,9 @@ import gymnasium as gym
 import numpy as np
 from PIL import Image
 
-import vigorl_env  # noqa: F401  (registers the env ids)
+import vigorl_env  # registers the env ids
 from vigorl_agents.policy import Completion, Conversation, Message, Policy, SamplingParams
+from vigorl_env.protocol import extract_answer
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class Trajectory:
     end_reason: str = ""
     ground_truth: dict[str, Any] = field(default_factory=dict)
     grounding: dict[str, Any] | None = None
+    answer: str | None = None
+    """The answer the accuracy scored (`scored_answer`), None if there was none."""
 
     @property
     def score(self) -> float:
@@ -99,6 +102,37 @@ class Trajectory:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def scored_answer(
+    transcript: str, answer_extraction: str = "tags", accuracy_fn: str = "normalized"
+) -> str | None:
+    """The answer the env's accuracy reads from `transcript` (docs/rewards.md): the first
+    `<answer>` block by `vigorl_env.protocol.extract_answer` (the reward's own parser: first block,
+    tags ASCII case-insensitive); with `answer_extraction="whole_output"` the whole transcript,
+    stripped; with the lenient judge and no answer block, the whole transcript."""
+    if answer_extraction == "whole_output":
+        return transcript.strip()
+    answer = extract_answer(transcript)
+    if answer is None and accuracy_fn == "lenient_upstream":
+        return transcript
+    return answer
+
+
+class EpisodeDataError(Exception):
+    """An episode could not start because its sample's data is unreadable (a corrupt or missing
+    image, a malformed record): a fault of that sample, not of the run. `run_episodes` hands it to
+    its `on_error` callback, if any, and goes on with the other episodes."""
+
+    def __init__(self, env_id: str, split: str, spec: EpisodeSpec, sample_id: str | None,
+                 cause: BaseException) -> None:  # fmt: skip
+        self.env_id, self.split, self.spec, self.sample_id, self.cause = (
+            env_id, split, spec, sample_id, cause,
+        )  # fmt: skip
+        super().__init__(
+            f"{env_id}[{split}] sample {sample_id or spec.index!r} (index {spec.index}): "
+            f"{type(cause).__name__}: {cause}"
+        )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,7 +232,14 @@ async def run_episode(
 ) -> Trajectory:
     """Play one episode: reset to `spec.index`, ask the policy for each turn, step the env."""
     uw = env.unwrapped
-    obs, info = env.reset(options={"index": spec.index})
+    try:
+        obs, info = env.reset(options={"index": spec.index})
+    except (vigorl_env.DataFormatError, vigorl_env.DataNotFoundError) as e:
+        try:
+            sample_id: str | None = uw.sample_id_at(spec.index)
+        except Exception:  # the id is only for the message
+            sample_id = None
+        raise EpisodeDataError(uw.env_id, uw.split, spec, sample_id, e) from e
     traj = Trajectory(
         env_id=uw.env_id,
         sample_id=info["sample_id"],
@@ -240,6 +281,8 @@ async def run_episode(
             traj.end_reason = info["end_reason"]
             traj.ground_truth = info["ground_truth"]
             traj.grounding = info.get("grounding")
+            cfg = uw.config
+            traj.answer = scored_answer(traj.transcript, cfg.answer_extraction, cfg.accuracy_fn)
             return traj
 
 
@@ -253,11 +296,15 @@ async def run_episodes(
     max_batch: int = 64,
     forced_params: SamplingParams | None = None,
     on_done: Callable[[Trajectory], None] | None = None,
+    on_error: Callable[[EpisodeDataError], None] | None = None,
 ) -> list[Trajectory]:
     """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
 
     `on_done` is called as each episode finishes (e.g. to append it to a JSONL file), so an
-    interrupted run keeps everything finished so far.
+    interrupted run keeps everything finished so far. With `on_error`, an episode whose sample
+    cannot be read (`EpisodeDataError`) is handed to it and left out of the result; without, it
+    raises. Any other failure (the policy's, a bug) cancels the episodes still running, so no
+    callback fires after this function has raised, and propagates.
     """
     specs = list(specs)
     batcher = Batcher(policy, max_batch=max_batch)
@@ -270,14 +317,25 @@ async def run_episodes(
         env = await pool.get()
         try:
             traj = await run_episode(env, batcher, spec, params, forced_params)
+        except EpisodeDataError as e:
+            if on_error is None:
+                raise
+            on_error(e)
+            return
         finally:
             pool.put_nowait(env)
         results[i] = traj
         if on_done is not None:
             on_done(traj)
 
+    tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(specs)]
     try:
-        await asyncio.gather(*(one(i, s) for i, s in enumerate(specs)))
+        await asyncio.gather(*tasks)
+    except BaseException:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        raise
     finally:
         await batcher.aclose()
         while not pool.empty():

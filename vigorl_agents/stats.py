@@ -52,7 +52,9 @@ def wilson(scores: Sequence[float]) -> Estimate:
     denom = 1 + Z95**2 / n
     centre = (p + Z95**2 / (2 * n)) / denom
     hw = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
-    return Estimate(n, 100 * p, 100 * hw, 100 * (centre - hw), 100 * (centre + hw), "wilson")
+    # the interval always holds p (at p = 0 or 1 one end is p itself): clamp float rounding
+    low, high = min(p, max(0.0, centre - hw)), max(p, min(1.0, centre + hw))
+    return Estimate(n, 100 * p, 100 * hw, 100 * low, 100 * high, "wilson")
 
 
 def bootstrap(scores: Sequence[float], resamples: int = 10_000, seed: int = 0) -> Estimate:

@@ -7,6 +7,7 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from experiments.eval import PRESETS, run
@@ -38,9 +39,17 @@ def test_eval_debug_preset_writes_report_with_cis(tmp_path, tiny_qwen25_dir):
     assert turns and all(t["token_ids"] and len(t["token_ids"]) <= 16 for t in turns)
     assert all(0 <= r["score"] <= 1 for r in recs)
     assert "±" in (out / "report.md").read_text() and (out / "accuracy.png").exists()
+    # the preset gives no frame kwargs: frames and crops were fitted to the tiny processor's
+    # [3136, 50176] px (SynthSearch's own frames reach 2.85 MP)
+    sizes = [r["frame"]["model_size"] for r in recs]
+    assert all(3136 <= w * h <= 50176 for w, h in sizes)
     # resumable: a rerun does nothing new
     run(args)
     assert len((out / "samples.jsonl").read_text().splitlines()) == 6
+    # an explicit frame kwarg the processor cannot take is refused before any model loads
+    too_big = replace(args, eval=replace(args.eval, env_kwargs={"max_pixels": 2_850_000}))
+    with pytest.raises(ValueError, match=r"--policy\.max-pixels 2850000"):
+        run(too_big)
 
 
 def test_demo_writes_picture(tmp_path, tiny_qwen25_dir):
