@@ -14,8 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any, TypeVar
 
-IMAGE_TOKEN = "<image>"
-"""The marker standing for one image inside a turn's text."""
+from vigorl_env.protocol import IMAGE_MARKER as IMAGE_TOKEN  # one image inside a turn's text
 
 T = TypeVar("T")
 

@@ -35,6 +35,7 @@ from vigorl_agents.policy import SamplingParams
 from vigorl_agents.replay import draw_episodes, episode_view, replay, save_figure
 from vigorl_agents.rollout import Batcher, EpisodeSpec, Trajectory, run_episode
 from vigorl_env.data.base import Sample
+from vigorl_env.protocol import IMAGE_MARKER
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,7 @@ class OneImageDataset:
     Picklable (the image is opened lazily from its path), as `gym.make(..., dataset=)` requires."""
 
     def __init__(self, image: str, query: str, task: str):
-        q = query if "<image>" in query else "<image>" + query
+        q = query if IMAGE_MARKER in query else IMAGE_MARKER + query
         self.name, self.split = "demo", "test"
         kind = _KIND[task]
         box = (0.0, 0.0, 0.0, 0.0) if kind == "point_in_box" else None

@@ -27,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image
 
-from vigorl_env.protocol import all_think_points, answer_point, extract_answer
+from vigorl_env.protocol import IMAGE_MARKER, all_think_points, answer_point, extract_answer
 
 if TYPE_CHECKING:
     import gymnasium as gym
@@ -238,7 +238,7 @@ def episode_view(
     """What `draw_episodes` needs of one episode: `question` as the model read it (`<image>`
     dropped), the replayed images and `traj`."""
     marks = episode_marks(traj, ground_truth=ground_truth)
-    q = question.replace("<image>", "").strip()
+    q = question.replace(IMAGE_MARKER, "").strip()
     return EpisodeView(env_id, q, rep, marks, traj, ground_truth)
 
 

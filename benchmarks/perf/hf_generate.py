@@ -50,6 +50,7 @@ from benchmarks.report import write_results
 from vigorl_agents.backends.hf import HFPolicy, render_prompt
 from vigorl_agents.models.load import load_hf, tiny_model_dir
 from vigorl_agents.policy import Conversation, Message, SamplingParams
+from vigorl_env.protocol import IMAGE_MARKER
 
 log = logging.getLogger("benchmarks.perf.hf_generate")
 
@@ -124,7 +125,9 @@ def make_conversations(args: Args, n: int) -> list[Conversation]:
         image = rng.integers(0, 256, (args.image_size, args.image_size, 3), dtype=np.uint8)
         text = " ".join(rng.choice(WORDS, args.prompt_words))
         convs.append(
-            Conversation([Message("system", "Answer."), Message("user", "<image>" + text, [image])])
+            Conversation(
+                [Message("system", "Answer."), Message("user", IMAGE_MARKER + text, [image])]
+            )
         )
     return convs
 

@@ -71,6 +71,7 @@ from PIL import Image
 from benchmarks.machine import machine_name
 from benchmarks.perf.hf_generate import MAX_PIXELS, MIN_PIXELS, WORDS, qwen25_vl_3b_shape
 from benchmarks.report import write_results
+from vigorl_env.protocol import IMAGE_MARKER
 
 log = logging.getLogger("benchmarks.perf.train")
 
@@ -200,7 +201,7 @@ def make_data(args: Args, processor: Any, tmp: Path) -> tuple[Path, list[int]]:
             tried.add(words)
             rec = {
                 "messages": [
-                    {"role": "user", "content": "<image>" + " ".join(pool[:words])},
+                    {"role": "user", "content": IMAGE_MARKER + " ".join(pool[:words])},
                     {"role": "assistant", "content": answer},
                 ],
                 "images": [str(img_path)],

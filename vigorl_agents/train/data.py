@@ -41,11 +41,10 @@ from typing import Any, Literal
 from vigorl_agents.chat import chat_messages, placeholder_image_part, text_turns
 from vigorl_env import DataFormatError
 from vigorl_env.data.images import reroot_image_path
-from vigorl_env.protocol import FORCED_PREFIX
+from vigorl_env.protocol import FORCED_PREFIX, IMAGE_MARKER
 
 logger = logging.getLogger(__name__)
 
-IMAGE_MARKER = "<image>"
 ROLES = ("system", "user", "assistant")
 DEFAULT_SYSTEM_PROMPT = "You are a helpful assistant."
 """What the Qwen2-VL / Qwen2.5-VL chat templates insert when a conversation has no system message."""
