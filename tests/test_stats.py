@@ -1,4 +1,5 @@
-"""SPEC §8.2 aggregation: the Wald interval reproduces the paper's ± values."""
+"""Aggregation (docs/evaluation.md#confidence-intervals): the Wald interval reproduces the paper's
+± values; Wilson stays informative where Wald collapses."""
 
 import pytest
 

@@ -24,7 +24,7 @@ _WEB_ACTIONS = ("click", "type", "scroll", "go_back", "stop")
 
 
 def options_in(question: str) -> list[str]:
-    """The `A. …` option lines of a question (SPEC §2.7), in order."""
+    """The `A. …` option lines of a question (docs/data.md#question-text), in order."""
     return _OPTION.findall(question)
 
 

@@ -6,8 +6,8 @@ from __future__ import annotations
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from vigorl_agents.policy import Policy
 
@@ -59,11 +59,6 @@ RESUME_FREE_POLICY_FIELDS = frozenset(
 )  # fmt: skip
 """PolicyConfig fields that do not change what the model answers: a resumed evaluation may change
 them (docs/evaluation.md#resume-and-config-fingerprints); any other change is refused."""
-
-
-def result_settings(cfg: PolicyConfig) -> dict[str, Any]:
-    """The fields of `cfg` that can change a model's answers (for the resume check)."""
-    return {k: v for k, v in asdict(cfg).items() if k not in RESUME_FREE_POLICY_FIELDS}
 
 
 @contextlib.asynccontextmanager

@@ -1,4 +1,4 @@
-"""The Policy protocol: given episodes' histories, return the next assistant turn (SPEC §4, §8.1).
+"""The Policy protocol: given episodes' histories, return the next assistant turn (docs/backends.md).
 
 Batch-first and async, so one rollout loop can keep many episodes in flight over any backend (vLLM
 OpenAI server, in-process vLLM engine, transformers). Backends differ in what they can return
@@ -22,7 +22,7 @@ ImageLike = Image.Image | np.ndarray
 
 @dataclass(frozen=True)
 class SamplingParams:
-    """Decoding settings of one request (defaults: SPEC §8.1 evaluation decoding)."""
+    """Decoding settings of one request (defaults: the evaluation decoding, docs/evaluation.md#protocol)."""
 
     n: int = 1
     temperature: float = 0.5
@@ -99,7 +99,7 @@ class Completion:
     """One sampled assistant turn.
 
     `text` excludes the assistant prefix and special tokens; a matched stop string is kept
-    (SPEC §4.4). `finish_reason` is "stop" (a stop string or EOS) or "length" (the token cap).
+    (docs/protocol.md#limits-and-stop-strings). `finish_reason` is "stop" (a stop string or EOS) or "length" (the token cap).
     """
 
     text: str

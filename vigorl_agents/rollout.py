@@ -1,10 +1,12 @@
-"""The one episode loop of the project: many episodes in flight over any Policy (SPEC §4, §5).
+"""The one episode loop of the project: many episodes in flight over any Policy.
+
+The env contract is docs/envs.md, the text protocol docs/protocol.md.
 
 Each episode is an asyncio task that owns one env; its model calls go through a `Batcher` that
 groups the requests of all in-flight episodes into batched `Policy.generate` calls, so a vLLM server
 sees many concurrent requests and an HF/engine backend sees full batches. Trajectories reference
 images (sample id + crop boxes) instead of holding pixels, and record per turn which text and tokens
-the model generated (the forced prefix is not generated: SPEC §4.4, §11.7).
+the model generated (the forced prefix is not generated: docs/protocol.md#forced-final-answer).
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ log = logging.getLogger(__name__)
 
 
 # ---------------------------------------------------------------------------------------------
-# Conversations from env observations (SPEC §4.5)
+# Conversations from env observations (docs/protocol.md#chat-rendering)
 # ---------------------------------------------------------------------------------------------
 def _pil(image: Any) -> Image.Image:
     return image if isinstance(image, Image.Image) else Image.fromarray(np.asarray(image))
@@ -97,7 +99,7 @@ class Trajectory:
 
     @property
     def score(self) -> float:
-        """Per-sample evaluation score = the episode's accuracy (SPEC §8.1)."""
+        """Per-sample evaluation score = the episode's accuracy (docs/evaluation.md#protocol)."""
         return float(self.components.get("accuracy", 0.0))
 
     def to_dict(self) -> dict[str, Any]:
@@ -216,7 +218,7 @@ class EpisodeSpec:
 
 def request_seed(base: int | None, sample_id: str, episode: int, turn: int) -> int | None:
     """Per-request seed from (base, sample, episode, turn): deterministic whatever the scheduling
-    (SPEC §13.27: never one fixed seed for every request)."""
+    (never one fixed seed for every request, unlike upstream: docs/evaluation.md#protocol)."""
     if base is None:
         return None
     h = hashlib.sha256(f"{base}:{sample_id}:{episode}:{turn}".encode()).digest()

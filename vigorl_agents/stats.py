@@ -1,4 +1,5 @@
-"""Aggregation of per-sample scores (SPEC §8.2): mean and 95 % confidence intervals.
+"""Aggregation of per-sample scores: mean and 95 % confidence intervals
+(docs/evaluation.md#confidence-intervals).
 
 The Wald half-width 1.96·σ/√N with the population σ is what the paper reports (it reproduces its
 ± values); Wilson and percentile-bootstrap intervals are there for small N and extreme p.
@@ -34,7 +35,7 @@ class Estimate:
 
 
 def wald(scores: Sequence[float]) -> Estimate:
-    """100·mean ± 100·1.96·σ/√N, σ with ddof 0 (SPEC §8.2)."""
+    """100·mean ± 100·1.96·σ/√N, σ with ddof 0 (the paper's interval)."""
     x = np.asarray(scores, dtype=np.float64)
     if x.size == 0:
         raise ValueError("no scores to aggregate")

