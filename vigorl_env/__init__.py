@@ -1,6 +1,7 @@
 """vigorl_env: grounded visual reasoning as registered Gymnasium environments.
 
-`import vigorl_env` registers the ids of SPEC §5.1 (`ViGoRL/SynthSearch-v0`, `ViGoRL/VStar-v0`, …).
+`import vigorl_env` registers the env ids (`ViGoRL/SynthSearch-v0`, `ViGoRL/VStar-v0`, …; see
+docs/envs.md#env-ids).
 """
 
 from vigorl_env.errors import DataFormatError, DataNotFoundError

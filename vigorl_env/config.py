@@ -1,4 +1,4 @@
-"""Make-kwargs of the env (SPEC §5.2): defaults from the benchmark, validation, fingerprint.
+"""Make-kwargs of the env (docs/envs.md#make-kwargs): defaults from the benchmark, validation, fingerprint.
 
 Kept apart from the env class so the config can be built, validated and fingerprinted without
 loading any data (the benchmark runner and MCTS use the fingerprint to match results to configs).
@@ -23,7 +23,9 @@ from vigorl_env.tasks import BENCHMARKS, BenchmarkSpec
 
 PROMPT_NEWLINES = ("normalized", "literal")
 CROP_PRESETS = {"wide": {"offset": 100, "crop_size": 512, "draw_dot": True}}
-RESOLUTIONS = {"lr": 1920}  # ScreenSpot-Pro-LR (SPEC §3.2, §15.3)
+RESOLUTIONS = {
+    "lr": 1920
+}  # ScreenSpot-Pro-LR (docs/geometry.md#defaults-per-benchmark, docs/envs.md#make-kwargs)
 _UNSET: Any = object()
 
 
@@ -62,7 +64,7 @@ class EnvConfig:
         return effective_crop_size(self.crop_size)
 
     def fingerprint(self) -> str:
-        """sha256 of the canonical JSON of the resolved make kwargs (data_root excluded, SPEC §5.7).
+        """sha256 of the canonical JSON of the resolved make kwargs (data_root excluded, docs/envs.md#determinism-and-state).
 
         Resolved rather than as-passed, so an env made with a default spelled out matches one made
         without it.
@@ -101,7 +103,7 @@ def build_config(
     dataset_seed: int | None = None,
     size: int | None = None,
 ) -> EnvConfig:
-    """Fill defaults from the benchmark (SPEC §3.2) and reject invalid values with `ValueError`."""
+    """Fill defaults from the benchmark (docs/geometry.md#defaults-per-benchmark) and reject invalid values with `ValueError`."""
     if benchmark not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {benchmark!r}; known: {', '.join(BENCHMARKS)}")
     spec = BENCHMARKS[benchmark]

@@ -4,11 +4,11 @@
 A vision-language model answers a question about one image while pointing at image regions. An
 action is the model's text for one assistant turn. In single-turn mode the turn is scored at once;
 in multi-turn mode a `<tool_call>` with a coordinate returns a zoomed crop of the image around that
-point (SPEC §6) and the episode goes on until an answer, a bad action or the turn/image budget.
+point (docs/geometry.md#crop) and the episode goes on until an answer, a bad action or the turn/image budget.
 
 ## Observation
 `{"image": uint8 array (H, W, 3), "text": str}`: at reset the model-frame image and the question
-(with exactly one `<image>`); after a crop, the zoomed crop and the observation text (SPEC §4.3);
+(with exactly one `<image>`); after a crop, the zoomed crop and the observation text (docs/protocol.md#observation-text);
 after the end, the last image and `""`.
 
 ## Action
@@ -17,11 +17,11 @@ Any `str` (bytes are decoded as UTF-8 with replacement). No string makes `step` 
 `info["action_truncated"]` is set; the transcript and `get_state()` hold the cut text.
 
 ## Reward
-0 until the episode ends; then the single-turn (SPEC §7.3) or multi-turn (SPEC §7.4) overall score of
+0 until the episode ends; then the single-turn (docs/rewards.md#single-turn-score) or multi-turn (docs/rewards.md#multi-turn-score) overall score of
 the transcript, with its components in `info["reward_components"]`.
 
 ## Episode End
-Single-turn: after the first action. Multi-turn: SPEC §5.5 rules (answer, invalid tool call, no
+Single-turn: after the first action. Multi-turn: the rules of docs/envs.md#step (answer, invalid tool call, no
 action, turn limit, image budget after the forced final answer).
 
 ## Arguments
@@ -40,7 +40,7 @@ The episode (sample and ground truth) is private. Public, ground-truth-free view
 step's `info["ground_truth"]` and, as a score, through `accuracy_of(answer)`.
 
 ## Version History
-- v0: initial release (SPEC version 0 + clarifications 0.1).
+- v0: initial release.
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ with `info["action_truncated"]` (docs/envs.md#step)."""
 
 @dataclass(frozen=True)
 class EnvState:
-    """A cheap, immutable, picklable snapshot of an episode (SPEC §5.7): replaying `actions` after a
+    """A cheap, immutable, picklable snapshot of an episode (docs/envs.md#determinism-and-state): replaying `actions` after a
     reset to `index` reproduces the episode exactly."""
 
     env_id: str
@@ -405,9 +405,9 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
 
     # ------------------------------------------------------------------ public helpers
     def transcript(self) -> str:
-        """The scored text: actions joined with the observation texts between them (SPEC §5.5).
+        """The scored text: actions joined with the observation texts between them (docs/envs.md#step).
 
-        It ends with the last action: an observation made by the last action (turn limit, §15.10,
+        It ends with the last action: an observation made by the last action (turn limit, docs/envs.md#step,
         or an outside `finalize`) is not part of it.
         """
         ep = self._require_episode()
@@ -419,7 +419,7 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         return "\n".join(parts)
 
     def finalize(self, reason: str = "overlong") -> tuple[float, dict[str, Any]]:
-        """End a running episode from outside (e.g. token budget, SPEC §11.8), truncated semantics."""
+        """End a running episode from outside (e.g. token budget, docs/envs.md#step), truncated semantics."""
         ep = self._require_episode()
         if ep.done:
             raise ResetNeeded("finalize() on a finished episode")

@@ -1,4 +1,4 @@
-"""The one model frame and the one crop of the project (SPEC §3, §6, §15.1, §15.2, §15.15).
+"""The one model frame and the one crop of the project (docs/geometry.md).
 
 Every image a model sees is the *model frame*: the original, converted to RGB and resized once to a
 size whose sides are multiples of 28 (Qwen2-VL's patch merge size) within a pixel budget. Because the
@@ -57,9 +57,9 @@ def smart_resize(
     factor: int = FACTOR,
     sample_id: str | None = None,
 ) -> tuple[int, int]:
-    """Model-frame size ``(w, h)`` of a ``width``×``height`` image (SPEC §3.1 steps 1–4, §15.1).
+    """Model-frame size ``(w, h)`` of a ``width``×``height`` image (docs/geometry.md#the-resize-rule steps 1–4, docs/geometry.md#the-max_side-pre-scale).
 
-    The arithmetic is the spec's, operation by operation (integer pre-scale, then Python floats in
+    The arithmetic is the documented rule's (docs/geometry.md#the-resize-rule), operation by operation (integer pre-scale, then Python floats in
     the written order), because a different but "equivalent" formula can round one pixel row
     differently and silently move every ground-truth coordinate.
     """
@@ -99,10 +99,10 @@ def smart_resize(
 
 
 def to_rgb(img: Image.Image) -> Image.Image:
-    """A new RGB image of ``img`` as a viewer shows it (SPEC §15.2); ``img`` is not modified.
+    """A new RGB image of ``img`` as a viewer shows it (docs/geometry.md#colour-transparency-and-exif); ``img`` is not modified.
 
     EXIF orientation is applied first, so that the model sees the photo upright and all sizes are
-    the upright ones (§15.15). Transparent pixels become white rather than whatever colour PIL's
+    the upright ones (docs/geometry.md#colour-transparency-and-exif). Transparent pixels become white rather than whatever colour PIL's
     plain ``convert("RGB")`` would leave under them (often black), which can hide content.
     """
     upright = ImageOps.exif_transpose(img)  # always a new image (a copy when there is no tag)
@@ -132,7 +132,7 @@ class Frame:
         )
 
     def point_to_model(self, point: Sequence[float]) -> tuple[float, float]:
-        """Original-frame point to model frame, as floats (no rounding, SPEC §3.1 step 6)."""
+        """Original-frame point to model frame, as floats (no rounding, docs/geometry.md#the-resize-rule step 6)."""
         sx, sy = self.scale
         return (point[0] * sx, point[1] * sy)
 
@@ -152,7 +152,7 @@ class Frame:
         return (box[0] / sx, box[1] / sy, box[2] / sx, box[3] / sy)
 
     def to_info(self) -> dict[str, list[Any]]:
-        """``info["frame"]`` (SPEC §3.1 step 7), built fresh on every call (§15.18)."""
+        """``info["frame"]`` (docs/geometry.md#the-resize-rule step 7), built fresh on every call (docs/envs.md#info-keys)."""
         return {
             "original_size": list(self.original_size),
             "model_size": list(self.model_size),
@@ -168,10 +168,10 @@ def model_frame(
     max_side: int | None = None,
     sample_id: str | None = None,
 ) -> tuple[Image.Image, Frame]:
-    """The model-frame image of ``img`` and its :class:`Frame` (SPEC §3.1 step 5).
+    """The model-frame image of ``img`` and its :class:`Frame` (docs/geometry.md#the-resize-rule step 5).
 
     One bicubic resize straight from the upright original to ``(w, h)``: resizing through the
-    pre-scaled size would resample twice and differ from the spec's pixels. When the rule leaves
+    pre-scaled size would resample twice and differ from the documented pixels. When the rule leaves
     the size unchanged (it is the identity on sides that are multiples of 28 within the budget),
     the RGB copy is returned as is; PIL's resize to the same size is a plain copy anyway.
     """
@@ -206,12 +206,12 @@ class CropInfo:
     clamped: bool
 
     def to_info(self) -> dict[str, Any]:
-        """``info["crop"]`` of a step (SPEC §5.6), built fresh on every call."""
+        """``info["crop"]`` of a step (docs/envs.md#info-keys), built fresh on every call."""
         return {"point": list(self.point), "box": list(self.box), "clamped": self.clamped}
 
 
 def crop_box(width: int, height: int, point: Sequence[int], offset: int) -> CropInfo:
-    """Crop box around an integer ``point`` in a ``width``×``height`` frame (SPEC §6 steps 1–2).
+    """Crop box around an integer ``point`` in a ``width``×``height`` frame (docs/geometry.md#crop steps 1–2).
 
     A point outside the frame is clamped to the nearest pixel rather than rejected: the model
     still gets a view, and ``clamped`` records that it asked for something off-image.
@@ -242,11 +242,11 @@ def crop_zoom(
     crop_size: int,
     draw_dot: bool,
 ) -> tuple[Image.Image, CropInfo]:
-    """Cut, mark and zoom one crop of the model frame (SPEC §6 steps 1–4).
+    """Cut, mark and zoom one crop of the model frame (docs/geometry.md#crop steps 1–4).
 
     Hot path (every tool call): exactly one crop, an optional dot drawn on that fresh crop, and one
     bicubic resize. ``Image.resize(box=...)`` is deliberately not used: its filter support reaches
-    pixels outside the box, so it does not equal the spec's crop-then-resize.
+    pixels outside the box, so it does not equal the documented crop-then-resize.
     """
     info = crop_box(frame_img.width, frame_img.height, point, offset)
     region = frame_img.crop(info.box)  # a new image; the frame is never drawn on

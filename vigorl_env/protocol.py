@@ -1,21 +1,21 @@
-"""The one text grammar of vigorl: parse and write model turns (SPEC §4, §7.1, §15.5, §15.6, §15.14).
+"""The one text grammar of vigorl: parse and write model turns (docs/protocol.md).
 
 Everything that reads or writes the assistant's text protocol lives here, so that the env, the
 rewards, MCTS, the SFT builders, GRPO and evaluation agree on one grammar:
 
 * think blocks and the integer points named inside them (`(x, y)`),
-* the `<tool_call>` block of the multi-turn crop/zoom protocol (§4.2),
+* the `<tool_call>` block of the multi-turn crop/zoom protocol (docs/protocol.md#tool-call),
 * the `<answer>` block and answer points,
-* the single-block format F1 (§7.1) and the multi-turn tag walk (§7.4 check 2),
-* the exact observation text, forced prefix and stop strings (§4.3, §4.4).
+* the single-block format F1 (docs/rewards.md#primitives) and the multi-turn tag walk (docs/rewards.md#multi-turn-score check 2),
+* the exact observation text, forced prefix and stop strings (docs/protocol.md#observation-text, docs/protocol.md#forced-final-answer).
 
 Two rules hold throughout and are why the code looks the way it does:
 
-* **ASCII case-insensitive tags** (§15.5): `<THINK>` is a think tag, but the Kelvin sign or the long
+* **ASCII case-insensitive tags** (docs/protocol.md#parsing-rules-that-hold-everywhere): `<THINK>` is a think tag, but the Kelvin sign or the long
   s never stand in for `k`/`s`. Tags are found with ``re.IGNORECASE | re.ASCII`` literal patterns.
-  Whitespace (``\\s``) keeps its Unicode meaning (§15.16); digits are ASCII ``0-9`` only and an
-  integer literal has at most `MAX_INT_DIGITS` digits (§15.6).
-* **Linear time** (§15.14): model text is hostile (a 100,000-character action may repeat
+  Whitespace (``\\s``) keeps its Unicode meaning (docs/protocol.md#parsing-rules-that-hold-everywhere); digits are ASCII ``0-9`` only and an
+  integer literal has at most `MAX_INT_DIGITS` digits (docs/protocol.md#parsing-rules-that-hold-everywhere).
+* **Linear time** (docs/protocol.md#parsing-rules-that-hold-everywhere): model text is hostile (a 100,000-character action may repeat
   `<answer>` 12,500 times without a close tag). Lazy regexes such as ``<answer>(.*?)</answer>``
   are quadratic on such input, so spans are found with two forward searches (first open tag, then
   the first close tag after it), which gives exactly the lazy-regex match, and the remaining
@@ -65,16 +65,18 @@ FORCED_PREFIX = (
     "<think> Based on all the information I've gathered, I'll now provide my final answer. "
     "</think>\n<answer>"
 )
-"""§4.4: the assistant prefix forced once the image budget is spent; the next action starts with it."""
+"""The assistant prefix forced once the image budget is spent; the next action starts with it
+(docs/protocol.md#forced-final-answer)."""
 
 BACKTRACK = "Wait, this seems off. Let's try something else."
-"""§4.1: the backtrack sentence (own line) between a failed and a fresh attempt in linearized chains."""
+"""The backtrack sentence (own line) between a failed and a fresh attempt in linearized chains
+(docs/protocol.md#think-steps-and-points)."""
 
 TOOL_NAME = "search_coordinate"
-"""§4.2: the tool name vigorl writes (never checked when parsing)."""
+"""The tool name vigorl writes (docs/protocol.md#tool-call); parsing accepts any string name."""
 
 STOP_STRINGS: tuple[str, ...] = ("</tool_call>", "</answer>", "<|im_end|>")
-"""§4.4: generation stop strings (kept in the output)."""
+"""Generation stop strings, kept in the output (docs/protocol.md#limits-and-stop-strings)."""
 
 IMAGE_MARKER = "<image>"
 """Where an image goes in a user turn: exactly one in a question, one per observation. The one
@@ -90,7 +92,8 @@ OBSERVATION_TEXT_DOT = (
 )
 
 MAX_INT_DIGITS = 6
-"""§15.6: longest integer literal (leading zeros count, sign does not) in a point or coordinate."""
+"""Longest integer literal (leading zeros count, sign does not) in a point or coordinate
+(docs/protocol.md#parsing-rules-that-hold-everywhere)."""
 
 _END_TOKENS: tuple[str, ...] = ("<|im_end|>", "<|endoftext|>")
 
@@ -108,10 +111,12 @@ _ANSWER_CLOSE = _tag("</answer>")
 _TOOL_OPEN = _tag("<tool_call>")
 _TOOL_CLOSE = _tag("</tool_call>")
 
-# The multi-turn tag walk alphabet (§7.4 check 2); other text, `<image>` included, is ignored.
+# The multi-turn tag walk alphabet (docs/rewards.md#multi-turn-score check 2); other text, `<image>` included, is ignored.
 _WALK_TAG = re.compile(r"<(/?)(tool_call|observation|think|answer)>", re.IGNORECASE | re.ASCII)
 
-_WS = re.compile(r"\s*")  # Unicode whitespace run (§15.16)
+_WS = re.compile(
+    r"\s*"
+)  # Unicode whitespace run (docs/protocol.md#parsing-rules-that-hold-everywhere)
 
 # Think-step point: ASCII digits, the 6-digit cap is applied after matching (a longer literal is
 # "no point"; the match cannot contain another `(`, so filtering afterwards is equivalent).
@@ -159,7 +164,7 @@ def _spans(
 
 
 def observation_text(draw_dot: bool) -> str:
-    """The user turn that carries a crop (§4.3), identical in SFT, RL and evaluation."""
+    """The user turn that carries a crop (docs/protocol.md#observation-text), identical in SFT, RL and evaluation."""
     return OBSERVATION_TEXT_DOT if draw_dot else OBSERVATION_TEXT_NO_DOT
 
 
@@ -175,7 +180,7 @@ def _as_coordinate(v: object) -> int:
 
 
 def format_tool_call(x: int, y: int) -> str:
-    """The §4.2 tool-call block exactly as vigorl writes it (SFT targets, demos, tests)."""
+    """The tool-call block (docs/protocol.md#tool-call) exactly as vigorl writes it (SFT targets, demos, tests)."""
     body = json.dumps(
         {"name": TOOL_NAME, "arguments": {"coordinate": [_as_coordinate(x), _as_coordinate(y)]}}
     )
@@ -183,7 +188,7 @@ def format_tool_call(x: int, y: int) -> str:
 
 
 def canonicalize_action(action: object) -> str:
-    """§5.5 canonical action text: `str` as is, `bytes` decoded (UTF-8, replacement), else TypeError.
+    """Canonical action text (docs/envs.md#step): `str` as is, `bytes` decoded (UTF-8, replacement), else TypeError.
 
     Then trailing whitespace is removed and one trailing `<|im_end|>` or `<|endoftext|>` (a stop
     token some backends leave in the text) is dropped. Nothing is stripped after that token, as
@@ -207,7 +212,7 @@ def canonicalize_action(action: object) -> str:
 
 @dataclass(frozen=True)
 class ToolCall:
-    """One parsed `<tool_call>` span (§4.2). `coordinate` is set iff `valid`; `error` says why not."""
+    """One parsed `<tool_call>` span (docs/protocol.md#tool-call). `coordinate` is set iff `valid`; `error` says why not."""
 
     valid: bool
     coordinate: tuple[int, int] | None
@@ -284,7 +289,7 @@ def find_tool_call(text: str) -> ToolCall | None:
 
 
 def find_all_tool_calls(text: str) -> list[ToolCall]:
-    """Every non-overlapping tool-call span in order, judged (multi-turn transcripts, §7.4, §15.17)."""
+    """Every non-overlapping tool-call span in order, judged (multi-turn transcripts, docs/rewards.md#multi-turn-score)."""
     return [parse_tool_call_body(text[a:b]) for a, b in _spans(text, _TOOL_OPEN, _TOOL_CLOSE)]
 
 
@@ -307,13 +312,13 @@ def _points_in(s: str) -> list[tuple[int, int]]:
 
 
 def think_points(text: str) -> list[tuple[int, int]]:
-    """Integer points `(x, y)` named in the FIRST think block (§7.1); `has_point` = bool of this."""
+    """Integer points `(x, y)` named in the FIRST think block (docs/rewards.md#primitives); `has_point` = bool of this."""
     block = think_block(text)
     return [] if block is None else _points_in(block)
 
 
 def all_think_points(text: str) -> list[tuple[int, int]]:
-    """Points of every think block of a transcript, in order (§8.4 grounding precision)."""
+    """Points of every think block of a transcript, in order (for docs/rewards.md#grounding-precision)."""
     out: list[tuple[int, int]] = []
     for a, b in _spans(text, _THINK_OPEN, _THINK_CLOSE):
         out.extend(_points_in(text[a:b]))
@@ -321,24 +326,24 @@ def all_think_points(text: str) -> list[tuple[int, int]]:
 
 
 def extract_answer(text: str) -> str | None:
-    """Content of the first `<answer>…</answer>` block (§7.1: DOTALL, tags case-insensitive), or None."""
+    """Content of the first `<answer>…</answer>` block (docs/rewards.md#primitives: DOTALL, tags case-insensitive), or None."""
     span = _first_span(text, _ANSWER_OPEN, _ANSWER_CLOSE)
     return None if span is None else text[span[0] : span[1]]
 
 
 def contains_answer_close(text: str) -> bool:
-    """True iff `</answer>` occurs (case-insensitive): the multi-turn 'answered' rule (§5.5)."""
+    """True iff `</answer>` occurs (case-insensitive): the multi-turn 'answered' rule (docs/envs.md#step)."""
     return _ANSWER_CLOSE.search(text) is not None
 
 
 def ends_with_answer_close(text: str) -> bool:
-    """§7.4 check 1: `text.strip()` ends with `</answer>` (case-insensitive)."""
+    """Multi-turn format check 1 (docs/rewards.md#multi-turn-score): `text.strip()` ends with `</answer>` (case-insensitive)."""
     t = text.rstrip()
     return len(t) >= 9 and _ANSWER_CLOSE.fullmatch(t, len(t) - 9) is not None
 
 
 def answer_point(answer: str) -> tuple[int, int] | None:
-    """`answer.strip()` is exactly `(x, y)` with signed integers of ≤ 6 ASCII digits (§7.1, §15.6)."""
+    """`answer.strip()` is exactly `(x, y)` with signed integers of ≤ 6 ASCII digits (docs/rewards.md#primitives, docs/protocol.md#parsing-rules-that-hold-everywhere)."""
     m = _ANSWER_POINT.fullmatch(answer.strip())
     if m is None:
         return None
@@ -352,7 +357,7 @@ def answer_point(answer: str) -> tuple[int, int] | None:
 
 
 def matches_single_turn_format(text: str) -> bool:
-    """F1 (§7.1, §15.5, §15.8): `text.rstrip()` fully matches `<think>.*?</think>\\s*<answer>.*?</answer>`.
+    """F1 (docs/rewards.md#primitives, docs/protocol.md#parsing-rules-that-hold-everywhere): `text.rstrip()` fully matches `<think>.*?</think>\\s*<answer>.*?</answer>`.
 
     DOTALL, tags ASCII case-insensitive, nothing before `<think>`. Equivalent linear test: the text
     starts with `<think>`, ends with `</answer>`, and some `</think>` after the opening tag is
@@ -375,7 +380,7 @@ def matches_single_turn_format(text: str) -> bool:
         pos = m.end()
 
 
-# States of the multi-turn tag walk (§7.4 check 2).
+# States of the multi-turn tag walk (docs/rewards.md#multi-turn-score check 2).
 _EXPECT_THINK, _IN_THINK, _AFTER_THINK, _IN_TOOL, _EXPECT_OBS, _IN_OBS, _IN_ANSWER, _END = range(8)
 _WALK: dict[tuple[int, str], int] = {
     (_EXPECT_THINK, "think"): _IN_THINK,
@@ -390,7 +395,7 @@ _WALK: dict[tuple[int, str], int] = {
 
 
 def multi_turn_tag_walk_ok(text: str) -> bool:
-    """§7.4 check 2: the tags `think`, `tool_call`, `observation`, `answer` (open/close, ASCII
+    """Multi-turn format check 2 (docs/rewards.md#multi-turn-score): the tags `think`, `tool_call`, `observation`, `answer` (open/close, ASCII
     case-insensitive) form `(think tool_call observation)* think answer` exactly; other text is
     ignored. Any other tag order, any tag after the answer, or not reaching the answer fails."""
     state = _EXPECT_THINK

@@ -1,4 +1,4 @@
-"""Registration of the env ids (SPEC §5.1) with string entry points, so `import vigorl_env` stays
+"""Registration of the env ids (docs/envs.md#env-ids) with string entry points, so `import vigorl_env` stays
 cheap: datasets and generators load only at `gymnasium.make`."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ UPSTREAM_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if n
 
 
 def register_all() -> None:
-    """Register every id once (no `max_episode_steps`: turn limits are internal, SPEC §5.1)."""
+    """Register every id once (no `max_episode_steps`: turn limits are internal, docs/envs.md#env-ids)."""
     for bench in BENCHMARKS.values():
         if bench.env_id not in gym.registry:
             gym.register(

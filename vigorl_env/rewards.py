@@ -1,14 +1,15 @@
-"""Rule-based rewards and accuracy: pure functions of (text, ground truth, config) (SPEC §7, §8.3).
+"""Rule-based rewards and accuracy: pure functions of (text, ground truth, config) (docs/rewards.md, docs/rewards.md#lenient-judge).
 
 One implementation is shared by the env, MCTS (`env.accuracy_of`), GRPO and evaluation, so the
 reward that trains a policy is the metric that evaluates it. Ground truth is always in the model
-frame (§3). All text parsing goes through `vigorl_env.protocol` (one grammar) and is linear in the
-length of the text (§15.14).
+frame (docs/geometry.md#model-frame). All text parsing goes through `vigorl_env.protocol` (one grammar) and is linear in the
+length of the text (docs/protocol.md#parsing-rules-that-hold-everywhere).
 
 * `answer_accuracy` scores a bare answer string; `accuracy` extracts the answer from a response or
-  transcript first (`answer_extraction="tags"`, or `"whole_output"` for base models, §8.1).
-* `single_turn_reward` / `multi_turn_reward` return the §7.5 `reward_components` dicts.
-* `accuracy_fn="lenient_upstream"` is the upstream-compatible substring judge (§8.3), kept only to
+  transcript first (`answer_extraction="tags"`, or `"whole_output"` for base models, docs/evaluation.md#protocol).
+* `single_turn_reward` / `multi_turn_reward` return the `reward_components` dicts
+  (docs/rewards.md#components).
+* `accuracy_fn="lenient_upstream"` is the upstream-compatible substring judge (docs/rewards.md#lenient-judge), kept only to
   compare with published numbers.
 """
 
@@ -78,7 +79,7 @@ DEFAULT_WEIGHTS: Mapping[str, Mapping[str, float]] = MappingProxyType(
 @dataclass(frozen=True)
 class GroundTruth:
     """The answer to score against. `box` (x1, y1, x2, y2) is in the MODEL frame (floats, inclusive)
-    and is required for `point_in_box`; `answer` is the GT string (§2.2) for every kind."""
+    and is required for `point_in_box`; `answer` is the GT string (docs/data.md#record-schemas) for every kind."""
 
     answer: str
     kind: AnswerKind
@@ -100,7 +101,7 @@ class GroundTruth:
             raise ValueError("GroundTruth of kind point_in_box needs a box (model frame)")
 
 
-# --------------------------------------------------------------------------- primitives (§7.1)
+# --------------------------------------------------------------------------- primitives (docs/rewards.md#primitives)
 
 
 def norm(s: str) -> str:
@@ -117,7 +118,7 @@ def strip_letter(a: str) -> str:
     return a if m is None else m.group(1)
 
 
-# --------------------------------------------------------------------------- kind accuracies (§7.2)
+# --------------------------------------------------------------------------- kind accuracies (docs/rewards.md#accuracy-by-answer-kind)
 
 
 def _option_text(answer: str, gt: str) -> float:
@@ -146,7 +147,7 @@ def _verb(s: str) -> str:
 
 
 def _first_bracket(s: str) -> str | None:
-    """Group 1 of the first `\\[(.*?)\\]`, stripped (§15.7, §15.19). Linear: if the first `[` has no
+    """Group 1 of the first `\\[(.*?)\\]`, stripped (docs/rewards.md#accuracy-by-answer-kind). Linear: if the first `[` has no
     `]` after it, no later `[` has one either."""
     i = s.find("[")
     if i < 0:
@@ -156,13 +157,14 @@ def _first_bracket(s: str) -> str | None:
 
 
 def _click_id(s: str) -> str | None:
-    """First `[digits]`, as a canonical integer string (`[01234]` = `[1234]`, §15.7) without int()."""
+    """First `[digits]`, as a canonical integer string (`[01234]` = `[1234]`, docs/rewards.md#accuracy-by-answer-kind) without int()."""
     m = _CLICK_ID.search(s)
     return None if m is None else (m.group(1).lstrip("0") or "0")
 
 
 def _web_action(answer: str, gt: str) -> float:
-    """§7.2 web_action with §15.7 / §15.19: the leading verb decides the action type."""
+    """web_action accuracy (docs/rewards.md#accuracy-by-answer-kind): the leading verb decides the
+    action type."""
     p = norm(answer).strip(_BACKTICK_SPACE)
     g = norm(gt).strip(_BACKTICK_SPACE)
     vp, vg = _verb(p), _verb(g)
@@ -184,7 +186,7 @@ def _web_action(answer: str, gt: str) -> float:
     return 0.0
 
 
-# §8.3 lenient judge: characters deleted on both sides (plus the space).
+# Lenient judge (docs/rewards.md#lenient-judge): characters deleted on both sides (plus the space).
 _LENIENT_DELETE = str.maketrans("", "", " .?!,;:'\"()[]{}<>/\\|=+-_*&^%$#@~`")
 
 
@@ -193,7 +195,7 @@ def _lenient_norm(s: str) -> str:
 
 
 def _lenient_web_action(answer: str, gt: str) -> float:
-    """§8.3: substring action type in the order go_back, stop, scroll, click, type; no partial credit."""
+    """Lenient web_action (docs/rewards.md#lenient-judge): substring action type in the order go_back, stop, scroll, click, type; no partial credit."""
     p = answer.strip().lower()
     g = gt.strip().lower()
     for word in ("go_back", "stop", "scroll"):
@@ -241,7 +243,7 @@ def _check_accuracy_fn(accuracy_fn: str) -> None:
 
 
 def answer_accuracy(answer: str | None, gt: GroundTruth, accuracy_fn: str = "normalized") -> float:
-    """Accuracy in [0, 1] of a bare answer string (§7.2; §8.3 for `lenient_upstream`).
+    """Accuracy in [0, 1] of a bare answer string (docs/rewards.md#accuracy-by-answer-kind; docs/rewards.md#lenient-judge for `lenient_upstream`).
 
     Used by `env.accuracy_of` (MCTS) and by `accuracy`. With `normalized`, a missing or empty
     (after strip) answer scores 0 for every kind. The lenient judge has no such rule (an empty
@@ -274,7 +276,7 @@ def _answer_of(text: str, accuracy_fn: str, answer_extraction: str) -> str | Non
         return text.strip()
     answer = extract_answer(text)
     if answer is None and accuracy_fn == "lenient_upstream":
-        return text  # §8.3: no answer block → the whole output is judged
+        return text  # docs/rewards.md#lenient-judge: no answer block → the whole output is judged
     return answer
 
 
@@ -287,8 +289,8 @@ def accuracy(
 ) -> float:
     """Accuracy of a full response or transcript: extract the answer, then `answer_accuracy`.
 
-    `answer_extraction="tags"`: the first `<answer>` block (§7.1); `"whole_output"`: the whole
-    text, stripped (base-model evaluation, §8.1).
+    `answer_extraction="tags"`: the first `<answer>` block (docs/rewards.md#primitives); `"whole_output"`: the whole
+    text, stripped (base-model evaluation, docs/evaluation.md#protocol).
     """
     _check_accuracy_fn(accuracy_fn)
     return answer_accuracy(_answer_of(text, accuracy_fn, answer_extraction), gt, accuracy_fn)
@@ -298,7 +300,8 @@ def accuracy(
 
 
 def _kind_check(answer: str | None, kind: str) -> bool:
-    """§7.3 kind check (+ §15.7: web_action needs a non-empty answer too)."""
+    """The single-turn kind check (docs/rewards.md#single-turn-score); web_action needs a non-empty
+    answer too."""
     if answer is None:
         return False
     if kind == "point_in_box":
@@ -307,14 +310,14 @@ def _kind_check(answer: str | None, kind: str) -> bool:
 
 
 def format_single_turn(text: str, kind: str) -> int:
-    """fmt = F1(text) ∧ kind check (§7.3, §15.7, §15.8): 1 or 0."""
+    """fmt = F1(text) ∧ kind check (docs/rewards.md#single-turn-score, docs/rewards.md#accuracy-by-answer-kind, docs/rewards.md#primitives): 1 or 0."""
     if kind not in ANSWER_KINDS:
         raise ValueError(f"unknown answer kind {kind!r}; expected one of {ANSWER_KINDS}")
     return int(matches_single_turn_format(text) and _kind_check(extract_answer(text), kind))
 
 
 def count_unique_coords(coords: Iterable[tuple[int, int]], min_dist: float) -> int:
-    """U of §7.4: coordinates kept greedily in order, one being kept iff its Euclidean distance to
+    """U of docs/rewards.md#multi-turn-score: coordinates kept greedily in order, one being kept iff its Euclidean distance to
     every kept one is ≥ `min_dist`.
 
     A grid of `min_dist` cells makes this linear in the number of coordinates (a hostile transcript
@@ -357,12 +360,12 @@ def format_multi_turn(
     diversity_bonus: float = 0.2,
     diversity_min_dist: float = 10.0,
 ) -> tuple[float, int, int]:
-    """(format_mt, U, num_tool_calls) of a transcript (§7.4, §15.9, §15.17).
+    """(format_mt, U, num_tool_calls) of a transcript (docs/rewards.md#multi-turn-score).
 
     U and num_tool_calls count the valid tool calls of the transcript text (raw, unclamped
     coordinates) whatever the format score. format_mt is 0 unless: the stripped transcript ends with
-    `</answer>`; the tag walk succeeds; every tool-call span is a valid §4.2 call (the same test the
-    env applies, §13 item 31); the first answer is non-empty (and an answer point for
+    `</answer>`; the tag walk succeeds; every tool-call span is a valid call (docs/protocol.md#tool-call; the same test the
+    env applies, docs/protocol.md#differences-from-upstream); the first answer is non-empty (and an answer point for
     point_in_box). Then format_mt = 1 + diversity_bonus·(U − 1) if U > 1, else 1.
     """
     if kind not in ANSWER_KINDS:
@@ -384,7 +387,7 @@ def format_multi_turn(
     return fmt, unique, len(coords)
 
 
-# --------------------------------------------------------------------------- components (§7.5)
+# --------------------------------------------------------------------------- components (docs/rewards.md#components)
 
 
 def _weights(
@@ -408,7 +411,7 @@ def single_turn_reward(
     accuracy_fn: str = "normalized",
     answer_extraction: str = "tags",
 ) -> dict[str, float]:
-    """§7.3 single-turn reward components.
+    """Single-turn reward components (docs/rewards.md#single-turn-score).
 
     grounded: overall = w_acc·acc + w_fmt·(fmt·has_point), components overall, accuracy, format
     (= fmt·has_point), format_raw (fmt), has_point. vanilla: overall = w_acc·acc + w_fmt·fmt,
@@ -442,7 +445,7 @@ def multi_turn_reward(
     accuracy_fn: str = "normalized",
     answer_extraction: str = "tags",
 ) -> dict[str, float | int]:
-    """§7.4 multi-turn reward components: overall = w_acc·acc + w_fmt·format_mt (max 1.24 with the
+    """Multi-turn reward components (docs/rewards.md#multi-turn-score): overall = w_acc·acc + w_fmt·format_mt (max 1.24 with the
     defaults and 4 crops); `unique_coords` and `num_tool_calls` are ints."""
     w_acc, w_fmt = _weights(weights, DEFAULT_MULTI_TURN_WEIGHTS)
     acc = accuracy(transcript, gt, accuracy_fn=accuracy_fn, answer_extraction=answer_extraction)

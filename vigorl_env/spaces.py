@@ -1,4 +1,4 @@
-"""Spaces that tell the truth about text actions and variable-size images (SPEC §5.3).
+"""Spaces that tell the truth about text actions and variable-size images (docs/envs.md#spaces).
 
 Actions are free text and observations are RGB images whose size depends on the sample, so no
 ``Box`` or ``Text`` describes them honestly (``Text`` needs a closed character set and would reject

@@ -1,4 +1,5 @@
-"""Data acquisition: safe tar extraction / download CLI (SPEC §2.1, §14.19) and the RoboSpatial prepare command."""
+"""Data acquisition: safe tar extraction, the download CLI and the RoboSpatial prepare command
+(docs/data.md#data_root-layout)."""
 
 from __future__ import annotations
 

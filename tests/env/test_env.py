@@ -1,4 +1,4 @@
-"""The env contract (SPEC §5): registration, check_env, reset/step rules, determinism, state, pickling."""
+"""The env contract (docs/envs.md): registration, check_env, reset/step rules, determinism, state, pickling."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from vigorl_env.env import EnvState, GroundedReasoningEnv, load_dataset
 SYNTH_IDS = list(vigorl_env.PROCEDURAL_IDS)
 REAL_IDS = list(vigorl_env.UPSTREAM_IDS)
 
-SPEC_IDS = [
+DOC_IDS = [
     "ViGoRL/SAT2-v0",
     "ViGoRL/BLINK-v0",
     "ViGoRL/RoboSpatial-v0",
@@ -45,9 +45,9 @@ def tc(x: int, y: int, think: str = "Look here.") -> str:
     return f"<think>{think} ({x}, {y})</think>\n" + protocol.format_tool_call(x, y)
 
 
-def test_every_spec_id_is_registered_without_step_limit():
-    assert sorted(vigorl_env.ENV_IDS) == sorted(SPEC_IDS)
-    for env_id in SPEC_IDS:
+def test_every_documented_id_is_registered_without_step_limit():
+    assert sorted(vigorl_env.ENV_IDS) == sorted(DOC_IDS)
+    for env_id in DOC_IDS:
         spec = gym.spec(env_id)
         assert spec.max_episode_steps is None
         assert isinstance(spec.entry_point, str)
@@ -142,7 +142,7 @@ def test_reset_info_and_no_ground_truth_leak():
     assert "ground_truth" not in flat and "objects" not in flat and "answer'" not in flat
 
 
-def test_defaults_follow_spec_table():
+def test_defaults_follow_documented_table():
     cases = {
         "ViGoRL/SynthSpatial-v0": ("single_turn", 182, 672, False, 1260, 12_960_000),
         "ViGoRL/SynthGrounding-v0": ("single_turn", 50, 384, True, None, 4_194_304),
@@ -193,7 +193,7 @@ def test_multi_turn_episode_crops_forced_prefix_and_reward():
     assert (term, trunc, info["end_reason"]) == (True, False, "answer")
     assert info["transcript"].endswith(protocol.FORCED_PREFIX + f" {answer} </answer>")
     assert info["transcript"].count(protocol.OBSERVATION_TEXT_NO_DOT) == 4
-    # SPEC §7.6 row 18 shape: acc 1, four distinct coordinates -> format 1.6
+    # the shape of row 18 of docs/rewards.md#worked-examples: acc 1, four distinct coordinates -> format 1.6
     assert info["reward_components"]["accuracy"] == 1.0
     assert info["reward_components"]["format"] == pytest.approx(1.6)
     assert r == pytest.approx(0.6 + 0.4 * 1.6)
@@ -238,7 +238,7 @@ def test_clamped_point_and_dot_observation():
     assert info["crop"]["point"] == [0, h - 1] and info["crop"]["clamped"] is True
     assert obs["image"].shape == (392, 392, 3)
     assert obs["text"] == protocol.OBSERVATION_TEXT_DOT
-    # SPEC §15.9: diversity uses the raw coordinates
+    # docs/rewards.md#multi-turn-score: diversity uses the raw coordinates
     assert info["tool_call"] == {"coordinate": [-40, 5000]}
     # the same clamped point asked for directly comes from the crop cache, but is not flagged clamped
     obs2, _, _, _, info2 = env.step(tc(0, h - 1))

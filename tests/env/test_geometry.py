@@ -1,4 +1,4 @@
-"""Model frame and crop geometry against SPEC §3.1, §6 and §15 (worked examples are normative)."""
+"""Model frame and crop geometry against docs/geometry.md (its worked examples are normative)."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def _noise(w: int, h: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(arr)
 
 
-# --- §3.1 resize rule -----------------------------------------------------------------------------
+# --- the resize rule (docs/geometry.md#the-resize-rule) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -89,7 +89,7 @@ def test_crop_tokens(crop, tokens):
 
 
 def test_prescale_is_integer_division():
-    # §15.1: H1 = (303 * 1260) // 1818 = 210 exactly, so h = round(7.5) * 28 = 224. The float
+    # integer pre-scale (docs/geometry.md#the-max_side-pre-scale): H1 = (303 * 1260) // 1818 = 210 exactly, so h = round(7.5) * 28 = 224. The float
     # reading floor(303 * (1260 / 1818)) = floor(209.99999999999997) = 209 would give 196.
     assert (303 * 1260) // 1818 == 210
     assert math.floor(303 * (1260 / 1818)) == 209
@@ -123,7 +123,7 @@ def test_prescale_is_integer_division():
 
 
 def test_identity_on_conforming_sizes():
-    # The spec's claim that lets the serving stack skip resizing: multiples of 28 within [m, M].
+    # The documented claim that lets the serving stack skip resizing: multiples of 28 within [m, M].
     for w, h in [(28 * 20, 28 * 30), (1260, 952), (2240, 1568), (56, 56)]:
         assert smart_resize(w, h, min_pixels=M_MIN, max_pixels=M_BIG) == (w, h)
     # ...but not with a max_side pre-scale below the long side.
@@ -184,7 +184,7 @@ def test_smart_resize_properties(w, aspect, portrait, max_pixels, max_side):
         assert (1 - a) / (1 + b) - 1e-12 <= ratio <= (1 + a) / (1 - b) + 1e-12
 
 
-# --- §15.2 conversion and §15.15 EXIF --------------------------------------------------------------
+# --- conversion and EXIF (docs/geometry.md#colour-transparency-and-exif) --------------------------------------------------------------
 
 
 def test_rgba_composited_on_white():
@@ -254,7 +254,7 @@ def test_exif_orientation_applied_before_sizing():
     stored = _jpeg_with_orientation(400, 200, 6)  # 6 = rotate 90° clockwise to display
     assert stored.size == (400, 200)
     frame_img, frame = model_frame(stored, min_pixels=M_MIN, max_pixels=M_BIG)
-    # W0 x H0 is the upright size (§15.15); 200 and 400 round to 196 and 392.
+    # W0 x H0 is the upright size (docs/geometry.md#colour-transparency-and-exif); 200 and 400 round to 196 and 392.
     assert frame.original_size == (200, 400)
     assert frame.model_size == (196, 392) == frame_img.size
     assert frame.to_info()["scale"] == [196 / 200, 392 / 400]
@@ -337,7 +337,7 @@ def test_point_round_trip(w0, h0, w, h, x, y):
     assert bx == pytest.approx((x, y, x + 1, y + 2), rel=1e-12, abs=1e-9)
 
 
-# --- §6 crop geometry -----------------------------------------------------------------------------
+# --- crop geometry (docs/geometry.md#crop) -----------------------------------------------------------------------------
 
 
 @pytest.mark.parametrize(("c", "eff"), [(512, 504), (384, 392), (672, 672), (28, 28), (1, 28)])
@@ -403,7 +403,7 @@ def test_crop_zoom_matches_numpy_slice_then_resize():
         )
         assert out.size == (672, 672) and out.mode == "RGB"
         assert np.array_equal(np.asarray(out), np.asarray(ref))
-        # resize(box=...) reads outside the box, so it is not the spec's crop-then-resize.
+        # resize(box=...) reads outside the box, so it is not the documented crop-then-resize.
         boxed = img.resize((672, 672), Image.Resampling.BICUBIC, box=box)
         assert not np.array_equal(np.asarray(out), np.asarray(boxed))
     assert np.array_equal(np.asarray(img), arr)  # the frame is never modified
@@ -449,7 +449,7 @@ def test_crop_zoom_dot_after_resize_and_at_border():
     a = np.asarray(out)
     assert tuple(a[3, 3]) == (255, 0, 0)  # the dot's centre lands at the top-left, red
     assert tuple(a[600, 600]) == (0, 0, 255)
-    # Reference: the spec's steps done by hand.
+    # Reference: the documented steps done by hand.
     ref = img.crop((0, 0, 100, 100))
     from PIL import ImageDraw
 

@@ -1,6 +1,6 @@
-"""The text grammar (SPEC §4, §7.1, §15.5, §15.6, §15.14): exact strings, parsing, hostile input.
+"""The text grammar (docs/protocol.md, docs/rewards.md#primitives): exact strings, parsing, hostile input.
 
-Differential tests compare the linear parsers against the spec's own regexes (quadratic on hostile
+Differential tests compare the linear parsers against the documented regexes (quadratic on hostile
 input, fine on short text) over text built from a grammar of protocol fragments.
 """
 
@@ -289,7 +289,10 @@ def test_contains_and_ends_with_answer_close():
     [
         ("<think>The chair (120, 340). The table (400,310).</think>", [(120, 340), (400, 310)]),
         ("<think>The mug ( 12, 34 ) is near.</think>", [(12, 34)]),  # inner spaces
-        ("<think>(\u00a012,\u200334\n)</think>", [(12, 34)]),  # Unicode whitespace (§15.16)
+        (
+            "<think>(\u00a012,\u200334\n)</think>",
+            [(12, 34)],
+        ),  # Unicode whitespace (docs/protocol.md#parsing-rules-that-hold-everywhere)
         ("<think>(123456, 2) (1234567, 2) (0000001, 2) (2, 0000001)</think>", [(123456, 2)]),
         ("<think>(-1, 2) (1.5, 2) (+1, 2) (1, 2, 3) (1 2)</think>", []),
         ("<think>(\u0661\u0662, 3) (\uff11, 2)</think>", []),  # non-ASCII digits
@@ -343,8 +346,14 @@ def test_answer_point(answer, point):
     [
         ("<think>\nx (1, 2)\n</think>\n<answer> left </answer>", True),
         ("<think>x</think><answer>y</answer>\n \t", True),  # trailing whitespace
-        ("<THINK>x</Think>\n<ANSWER>y</answer>", True),  # ASCII case-insensitive (§15.5)
-        ("<think>a</think><think>b</think>\n<answer>y</answer>", True),  # several blocks (§15.8)
+        (
+            "<THINK>x</Think>\n<ANSWER>y</answer>",
+            True,
+        ),  # ASCII case-insensitive (docs/protocol.md#parsing-rules-that-hold-everywhere)
+        (
+            "<think>a</think><think>b</think>\n<answer>y</answer>",
+            True,
+        ),  # several blocks (docs/rewards.md#primitives)
         ("<think>x</think>\u2003\n<answer></answer>", True),  # F1 only; the kind check is apart
         ("<think>a</think> junk </think> <answer>y</answer>", True),  # a later </think> works
         ("<think>x</think><answer>a</answer><answer>b</answer>", True),  # `.*?` can span
@@ -595,7 +604,7 @@ FUZZ = settings(max_examples=400, deadline=None, suppress_health_check=[HealthCh
 
 @FUZZ
 @given(ANY_TEXT)
-def test_parsers_match_spec_regexes(text):
+def test_parsers_match_documented_regexes(text):
     m = _ANS_RE.search(text)
     assert extract_answer(text) == (m.group(1) if m else None)
     m = _THINK_RE.search(text)
@@ -649,7 +658,7 @@ def test_tool_call_round_trip(x, y, prefix):
     assert answer_point(f" ({x},{y}) ") == (x, y)
 
 
-# --------------------------------------------------------------------------- linear time (§15.14)
+# --------------------------------------------------------------------------- linear time (docs/protocol.md#parsing-rules-that-hold-everywhere)
 
 _HOSTILE = {
     "answer_opens": lambda n: "<answer>" * (n // 8),

@@ -1,4 +1,4 @@
-"""Rewards and accuracy (SPEC §7, §8.3, §15): the §7.6 worked examples are normative test vectors."""
+"""Rewards and accuracy (docs/rewards.md): its worked examples are normative test vectors."""
 
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def TC(x: int, y: int) -> str:
 
 
 def join(*parts: str) -> str:
-    """A multi-turn transcript: actions and observations joined with newlines (§5.5)."""
+    """A multi-turn transcript: actions and observations joined with newlines (docs/envs.md#step)."""
     return "\n".join(parts)
 
 
@@ -66,7 +66,7 @@ BOX_12 = GroundTruth(
     box=(1000 * SX, 500 * SY, 1040 * SX, 530 * SY),
 )
 
-# --------------------------------------------------------------------------- §7.6 vectors
+# --------------------------------------------------------------------------- worked examples (docs/rewards.md#worked-examples)
 
 # (row, gt, response, variant, acc, fmt, overall); fmt is the reported "format" component.
 SINGLE_TURN_ROWS = [
@@ -353,7 +353,11 @@ def test_point_in_box_accuracy_inclusive_corners_and_floats():
 @pytest.mark.parametrize(
     ("answer", "gt", "acc"),
     [
-        ("`click [1234]`", "click [1234]", 1.0),  # backticks stripped (§15.7)
+        (
+            "`click [1234]`",
+            "click [1234]",
+            1.0,
+        ),  # backticks stripped (docs/rewards.md#accuracy-by-answer-kind)
         (" `` click [1234] `` ", "`click [1234]`", 1.0),
         ("click [01234]", "click [1234]", 1.0),  # ids compare as integers
         ("click [0]", "click [000]", 1.0),
@@ -363,7 +367,11 @@ def test_point_in_box_accuracy_inclusive_corners_and_floats():
         ("click [12]", "go_back", 0.0),
         ("Click [12]", "CLICK [12]", 1.0),
         ("type [12] [shoes]", "type [12] [shoes]", 1.0),
-        ("type [ 12 ] [shoes]", "type [12] [boots]", 1.0),  # first bracket, stripped (§15.19)
+        (
+            "type [ 12 ] [shoes]",
+            "type [12] [boots]",
+            1.0,
+        ),  # first bracket, stripped (docs/rewards.md#accuracy-by-answer-kind)
         ("type [012] [shoes]", "type [12] [shoes]", 0.5),  # type compares strings, not integers
         ("type [12] [shoes]", "click [12]", 0.5),
         ("type 12 shoes", "type [12] [shoes]", 0.0),
@@ -382,7 +390,7 @@ def test_point_in_box_accuracy_inclusive_corners_and_floats():
             "I will stop and click [12]",
             "stop [x]",
             0.0,
-        ),  # leading verb, not substring (§13 item 11)
+        ),  # leading verb, not substring (docs/rewards.md#differences-from-upstream)
         ("hover [12]", "hover [12]", 0.0),
         ("", "go_back", 0.0),
     ],
@@ -407,7 +415,7 @@ def test_format_single_turn_kind_checks():
         format_single_turn(ok, "bogus")
 
 
-# --------------------------------------------------------------------------- lenient judge (§8.3)
+# --------------------------------------------------------------------------- lenient judge (docs/rewards.md#lenient-judge)
 
 
 @pytest.mark.parametrize(
@@ -592,7 +600,7 @@ def test_multi_turn_format_rules():
     assert format_multi_turn(good, "point_in_box")[0] == 0.0  # answer must be a point
     empty = join(T("a") + TC(1, 2), OBS, T("b") + "<answer> \n </answer>")
     assert format_multi_turn(empty, "web_action") == (0.0, 1, 1)
-    # an invalid tool call anywhere voids the format; counts cover only the valid ones (§15.9)
+    # an invalid tool call anywhere voids the format; counts cover only the valid ones (docs/rewards.md#multi-turn-score)
     bad = join(
         T("a") + TC(1, 2),
         OBS,
@@ -711,7 +719,7 @@ def test_format_components_consistent(text):
     )
 
 
-# --------------------------------------------------------------------------- linear time (§15.14)
+# --------------------------------------------------------------------------- linear time (docs/protocol.md#parsing-rules-that-hold-everywhere)
 
 
 def _score_all(text: str) -> None:

@@ -1,4 +1,4 @@
-"""AnyText / VarImage (SPEC §5.3): membership, sampling, seeding, pickling, check_env, vector envs."""
+"""AnyText / VarImage (docs/envs.md#spaces): membership, sampling, seeding, pickling, check_env, vector envs."""
 
 from __future__ import annotations
 

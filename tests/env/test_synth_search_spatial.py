@@ -1,4 +1,4 @@
-"""SynthSearch and SynthSpatial (SPEC §2.7): determinism, pickling, ids, numeric constraints, GT."""
+"""SynthSearch and SynthSpatial (docs/data.md#procedural-datasets): determinism, pickling, ids, numeric constraints, GT."""
 
 from __future__ import annotations
 

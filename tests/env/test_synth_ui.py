@@ -1,4 +1,4 @@
-"""SynthGrounding and SynthWebAction (SPEC §2.7): determinism, pickling, constraints, GT rules.
+"""SynthGrounding and SynthWebAction (docs/data.md#procedural-datasets): determinism, pickling, constraints, GT rules.
 
 The instruction / GT checks here re-derive the answer from the instruction text and the object
 list with their own parsers, so a generator that names the wrong element (or a non-unique one)

@@ -1,4 +1,4 @@
-"""Upstream-format loaders (SPEC §2.1–§2.6, §5.8, §15.4, §15.11) on a fixture DATA_ROOT."""
+"""Upstream-format loaders (docs/data.md, docs/envs.md#errors) on a fixture DATA_ROOT."""
 
 from __future__ import annotations
 
@@ -25,8 +25,8 @@ try:
 except ImportError:
     from upstream_fixtures import EXPECTED_COUNTS, IMAGE_SIZES, VWA_IDS
 
-# The §2.1 table, written out independently of BENCHMARKS.
-SPEC_FILES = {
+# The layout table of docs/data.md#data_root-layout, written out independently of BENCHMARKS.
+DOC_FILES = {
     ("SAT2", "mcts"): "spatial_reasoning/vigorl_sat2_MCTS.jsonl",
     ("SAT2", "train"): "spatial_reasoning/vigorl_sat2_train_RL.jsonl",
     ("SAT2", "val"): "spatial_reasoning/vigorl_sat2_val_RL.jsonl",
@@ -46,7 +46,7 @@ SPEC_FILES = {
     ("VisualWebArena", "train"): "web_action/vigorl_web_action_MCTS.jsonl",
     ("VisualWebArena", "val"): "web_action/vigorl_web_action_MCTS.jsonl",
 }
-SPEC_KINDS = {  # §3.2
+DOC_KINDS = {  # docs/geometry.md#defaults-per-benchmark
     "SAT2": "option_text",
     "BLINK": "option_text",
     "RoboSpatial": "option_text",
@@ -57,7 +57,7 @@ SPEC_KINDS = {  # §3.2
     "ScreenSpotPro": "point_in_box",
     "VisualWebArena": "web_action",
 }
-SPEC_DEFAULT_SPLIT = {
+DOC_DEFAULT_SPLIT = {
     "SAT2": "train",
     "VisualSearchSA": "train",
     "OSAtlas": "train",
@@ -68,7 +68,7 @@ SPEC_DEFAULT_SPLIT = {
     "ScreenSpotV2": "test",
     "ScreenSpotPro": "test",
 }
-SPEC_DOMAIN = {
+DOC_DOMAIN = {
     "SAT2": "spatial_reasoning",
     "BLINK": "spatial_reasoning",
     "VStar": "visual_search",
@@ -126,12 +126,12 @@ def test_hash_split_formula():
 
 
 def test_benchmark_table_matches_spec():
-    assert set(BENCHMARKS) == set(SPEC_KINDS)
-    assert {(n, s) for n, b in BENCHMARKS.items() for s in b.splits} == set(SPEC_FILES)
+    assert set(BENCHMARKS) == set(DOC_KINDS)
+    assert {(n, s) for n, b in BENCHMARKS.items() for s in b.splits} == set(DOC_FILES)
     for name, b in BENCHMARKS.items():
-        assert b.answer_kind == SPEC_KINDS[name]
-        assert b.default_split == SPEC_DEFAULT_SPLIT[name]
-        assert b.domain == SPEC_DOMAIN.get(name, "spatial_reasoning")
+        assert b.answer_kind == DOC_KINDS[name]
+        assert b.default_split == DOC_DEFAULT_SPLIT[name]
+        assert b.domain == DOC_DOMAIN.get(name, "spatial_reasoning")
     assert BENCHMARKS["RoboSpatial"].project_defined and not BENCHMARKS["SAT2"].project_defined
     assert BENCHMARKS["VisualSearchSA"].splits["mcts"].candidates == (
         "vstar/vigorl_SA_MCTS.jsonl",
@@ -155,9 +155,9 @@ def test_every_split_loads(fixture_data_root, name, split):
     assert len(set(ids)) == len(ids)
     for i, s in enumerate(ds):
         assert ds.index_of(s.sample_id) == i
-        assert s.answer_kind == SPEC_KINDS[name]
+        assert s.answer_kind == DOC_KINDS[name]
         assert s.question.count("<image>") == 1
-        assert s.meta["source"] == SPEC_FILES[(name, split)]
+        assert s.meta["source"] == DOC_FILES[(name, split)]
         assert isinstance(s.meta["line"], int) and s.meta["line"] >= 1
         img = s.image()
         if isinstance(s.image, ImageRef) and s.image.path is not None:
@@ -180,7 +180,9 @@ def test_every_split_loads(fixture_data_root, name, split):
 def test_specific_records(fixture_data_root):
     r = fixture_data_root
     train = load_benchmark("SAT2", "train", data_root=r)
-    assert train.ids() == [f"vigorl_sat2_train_RL:{i}" for i in range(4)]  # default id rule (§2.3)
+    assert train.ids() == [
+        f"vigorl_sat2_train_RL:{i}" for i in range(4)
+    ]  # default id rule (docs/data.md#record-schemas)
     s = train[2]
     assert s.question == '<image>Is the "red" box above the blue one?\nA. yes\nB. no'
     assert (s.answer, s.options) == ("yes", ("yes", "no"))
@@ -219,7 +221,7 @@ def test_vwa_hash_split_disjoint_and_covering(fixture_data_root):
     mirrored = [i for i in VWA_IDS if not hash_split(i, 0.95)]
     assert mirrored and set(mirrored) <= set(train.ids())
     v0 = val.ids()[0]
-    assert val.index_of(v0) == 0  # index = position after filtering (§15.4)
+    assert val.index_of(v0) == 0  # index = position after filtering (docs/data.md#record-schemas)
     assert val[0].meta["line"] == VWA_IDS.index(v0) + 1
     with pytest.raises(KeyError):
         train.index_of(v0)
@@ -244,7 +246,7 @@ def test_unknown_split_and_names(fixture_data_root):
 
 
 # ------------------------------------------------------------------------------------------
-# missing data (§5.8, §15.11)
+# missing data (docs/envs.md#errors)
 # ------------------------------------------------------------------------------------------
 
 
@@ -570,7 +572,7 @@ def test_prompt_newlines_both_ways(fixture_data_root):
     norm = load_benchmark("SAT2", "train", data_root=fixture_data_root)
     lit = load_benchmark("SAT2", "train", data_root=fixture_data_root, prompt_newlines="literal")
     raw = json.loads(
-        (fixture_data_root / SPEC_FILES[("SAT2", "train")]).read_text().splitlines()[2]
+        (fixture_data_root / DOC_FILES[("SAT2", "train")]).read_text().splitlines()[2]
     )["problem"]
     assert "\\n" in raw and '\\"' in raw
     assert lit[2].question == raw  # the un-normalized bytes (already one leading <image>)

@@ -1,6 +1,6 @@
-"""A miniature DATA_ROOT in the real upstream formats (SPEC §2.1–§2.3), written by the tests themselves.
+"""A miniature DATA_ROOT in the real upstream formats (docs/data.md), written by the tests themselves.
 
-`write_fixture_root(root)` lays out every (benchmark, split) file of the §2.1 table at its real path
+`write_fixture_root(root)` lays out every (benchmark, split) file of the layout table (docs/data.md#data_root-layout) at its real path
 with 3–5 records (VisualWebArena's MCTS file: >= 20 ids, so both hash splits are non-empty), plus
 small real images of varied sizes and modes (RGB PNG, RGBA PNG, plain JPEG, a portrait phone screen)
 referenced relative to the root. Point-in-box ground truths are boxes drawn inside their image.
@@ -127,7 +127,7 @@ def _box(rel: str, i: int) -> str:
 
 
 def _e(id_: Any, image: str, question: str, gt: str, **extra: Any) -> dict[str, Any]:
-    """Schema E (§2.2)."""
+    """Schema E (docs/data.md#record-schemas)."""
     return {
         "id": id_,
         "image": image,
@@ -137,7 +137,7 @@ def _e(id_: Any, image: str, question: str, gt: str, **extra: Any) -> dict[str, 
 
 
 def _r(problem: str, image: Any, answer: str, id_: Any = None) -> dict[str, Any]:
-    """Schema R (§2.3); `problem` should use literal two-char `\\n` like upstream's RL files."""
+    """Schema R (docs/data.md#record-schemas); `problem` should use literal two-char `\\n` like upstream's RL files."""
     rec: dict[str, Any] = {"problem": problem, "images": [image], "answer": answer}
     if id_ is not None:
         rec["id"] = id_

@@ -1,4 +1,4 @@
-"""The internal sample record (SPEC §2.6) and the dataset protocol every adapter implements.
+"""The internal sample record (docs/data.md#the-internal-sample) and the dataset protocol every adapter implements.
 
 Loaders and procedural generators both yield `Sample`s; the env never looks at where a sample came
 from. Images are loaded lazily through a picklable zero-argument callable so that datasets (and the
@@ -38,11 +38,11 @@ class SceneObject:
 
 @dataclass(frozen=True)
 class Sample:
-    """One question about one image (SPEC §2.6).
+    """One question about one image (docs/data.md#the-internal-sample).
 
     `image` is a picklable zero-argument callable returning the image in the *original* frame
     (any PIL mode; the env converts it to the model frame). `gt_box` and object boxes are in the
-    original frame too; the env rescales them once at reset (SPEC §3.1 step 6).
+    original frame too; the env rescales them once at reset (docs/geometry.md#the-resize-rule step 6).
     """
 
     sample_id: str
@@ -81,5 +81,5 @@ class Dataset(Protocol):
 
 
 def fmt_options(options: Sequence[str]) -> str:
-    """Options as listed after a question: `A. …`, `B. …`, one per line (SPEC §2.7)."""
+    """Options as listed after a question: `A. …`, `B. …`, one per line (docs/data.md#procedural-datasets)."""
     return "\n".join(f"{chr(ord('A') + i)}. {o}" for i, o in enumerate(options))

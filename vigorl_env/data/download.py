@@ -1,4 +1,4 @@
-"""Fetch and extract the upstream tars into DATA_ROOT (SPEC §2.1, §14 item 19).
+"""Fetch and extract the upstream tars into DATA_ROOT (docs/data.md#data_root-layout).
 
     python -m vigorl_env.data.download spatial_reasoning web_grounding [--data-root PATH]
         [--keep-tar] [--revision REV] [--force]

@@ -5,7 +5,7 @@ so records keep an `ImageRef` — a small frozen dataclass holding the path or b
 only when the env asks. Decoding is where untrusted data meets PIL, so this module is strict:
 
 * a relative path is joined to DATA_ROOT and must stay inside it after `..` and symlinks resolve
-  (a record cannot make the env read `/etc/...`); absolute paths are taken as written (SPEC §15.4);
+  (a record cannot make the env read `/etc/...`); absolute paths are taken as written (docs/data.md#record-schemas);
 * a missing file is a `DataNotFoundError` naming the path and the sample; a path that is not a
   regular file (a FIFO, a device, a directory) is a `DataFormatError`, raised at once (a FIFO would
   otherwise block `open` forever);
@@ -14,7 +14,7 @@ only when the env asks. Decoding is where untrusted data meets PIL, so this modu
 * the pixels are loaded fully and the file handle closed before returning, so no image keeps a file
   descriptor open across a long RL run.
 
-`reroot_image_path` implements the §2.4 rule for the absolute paths of the authors' machine that the
+`reroot_image_path` implements the re-rooting rule (docs/data.md#sft-record-formats) for the absolute paths of the authors' machine that the
 upstream SFT files contain.
 """
 
@@ -44,7 +44,7 @@ __all__ = [
     "resolve_inside_root",
 ]
 
-#: First path components that mark where an upstream absolute path enters the DATA_ROOT layout (§2.4).
+#: First path components that mark where an upstream absolute path enters the DATA_ROOT layout (docs/data.md#sft-record-formats).
 REROOT_COMPONENTS: frozenset[str] = frozenset(
     {"spatial_reasoning", "visual_search", "web_grounding", "web_action", "vstar"}
 )
@@ -236,7 +236,7 @@ class ImageRef:
 def reroot_image_path(
     path: str | os.PathLike[str], data_root: str | os.PathLike[str] | None
 ) -> Path:
-    """Map an image path of an upstream file onto this machine's DATA_ROOT (SPEC §2.4).
+    """Map an image path of an upstream file onto this machine's DATA_ROOT (docs/data.md#sft-record-formats).
 
     Relative paths join DATA_ROOT and must stay inside it (`resolve_inside_root`, the env's rule).
     An absolute path that exists is kept. A non-existing absolute path (the authors' machine) is

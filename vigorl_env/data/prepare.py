@@ -1,4 +1,4 @@
-"""Build the project-defined benchmark files (SPEC §2.1): `python -m vigorl_env.data.prepare robospatial`.
+"""Build the project-defined benchmark files (docs/data.md#data_root-layout): `python -m vigorl_env.data.prepare robospatial`.
 
 RoboSpatial is not in the upstream tars. Its benchmark, RoboSpatial-Home (Hugging Face dataset
 `chanhee-luke/RoboSpatial-Home`), has three splits — `context` (pointing into a mask), `configuration`
@@ -6,12 +6,12 @@ and `compatibility` (yes/no questions) — with columns `category`, `question`, 
 `depth_image`, `mask`. ViGoRL evaluates on the two yes/no splits with the RGB image only (228
 questions), so this command writes
 
-    DATA_ROOT/spatial_reasoning/robospatial/robospatial_test.jsonl     (schema E, §2.2)
+    DATA_ROOT/spatial_reasoning/robospatial/robospatial_test.jsonl     (schema E, docs/data.md#record-schemas)
     DATA_ROOT/spatial_reasoning/robospatial/images/<id>.<ext>          (the RGB images, bytes as given)
 
 Each record: `id` = `robospatial_<category>_<n>` (n = position within the category, source order),
 `image` relative to DATA_ROOT, user turn = `<image>` + question + the options `A. yes` / `B. no`
-(one per line, §2.7 style, so the option-text prompts of the spatial family apply), GT = `yes`/`no`.
+(one per line, as the procedural datasets list them, so the option-text prompts of the spatial family apply), GT = `yes`/`no`.
 
 Sources (`--source`):
 * a Hugging Face dataset id (default `chanhee-luke/RoboSpatial-Home`): its parquet files are fetched

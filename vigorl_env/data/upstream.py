@@ -1,6 +1,6 @@
-"""Loaders for the upstream data files under DATA_ROOT (SPEC §2.1–§2.3, §2.6, §5.8).
+"""Loaders for the upstream data files under DATA_ROOT (docs/data.md, docs/envs.md#errors).
 
-`BENCHMARKS` is the table of §2.1: for every real env id, which file under DATA_ROOT holds each split,
+`BENCHMARKS` is the layout table (docs/data.md#data_root-layout): for every real env id, which file under DATA_ROOT holds each split,
 in which schema (E = MCTS/eval JSONL, R = RL JSONL), which tar ships it and which answer kind it
 grades. `load_benchmark(name, split)` finds the file, parses every line eagerly (files hold at most
 tens of thousands of lines, and failing at `make` beats failing mid-training) and returns an
@@ -88,7 +88,7 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# DATA_ROOT resolution and the missing-data message (§5.8, §15.11)
+# DATA_ROOT resolution and the missing-data message (docs/envs.md#errors)
 # ---------------------------------------------------------------------------------------------
 
 ORIGIN_KWARG = "kwarg"
@@ -147,7 +147,7 @@ def _missing_file_message(
 class UpstreamDataset:
     """One split of a real benchmark, parsed eagerly; implements the `Dataset` protocol.
 
-    Indices are positions in the file after split filtering (§15.4). Picklable (plain data + samples
+    Indices are positions in the file after split filtering (docs/data.md#record-schemas). Picklable (plain data + samples
     whose image loaders are frozen dataclasses).
     """
 
@@ -220,10 +220,10 @@ def load_benchmark(
     prompt_newlines: str = "normalized",
     env_id: str | None = None,
 ) -> UpstreamDataset:
-    """Load one split of a real benchmark from DATA_ROOT (SPEC §2.1).
+    """Load one split of a real benchmark from DATA_ROOT (docs/data.md#data_root-layout).
 
     Raises `ValueError` for an unknown benchmark, split or `prompt_newlines`; `DataNotFoundError`
-    (§5.8, §15.11) when the file is missing or DATA_ROOT is unset; `DataFormatError` for bad lines.
+    (docs/envs.md#errors) when the file is missing or DATA_ROOT is unset; `DataFormatError` for bad lines.
     """
     if name not in BENCHMARKS:
         raise ValueError(f"unknown benchmark {name!r}; expected one of {sorted(BENCHMARKS)}")

@@ -31,14 +31,14 @@ logger = logging.getLogger("vigorl_env.data.upstream")
 
 
 def normalize_prompt_text(text: str) -> str:
-    """Turn the literal two-character `\\n` and `\\"` of upstream RL files into newline and `"` (§4.6)."""
+    """Turn the literal two-character `\\n` and `\\"` of upstream RL files into newline and `"` (docs/protocol.md#system-prompts)."""
     if "\\" not in text:
         return text
     return text.replace("\\n", "\n").replace('\\"', '"')
 
 
 def normalize_question(question: str) -> tuple[str, int]:
-    """Exactly one `<image>` (§2.6): prepend it if absent; drop extras. Returns (text, markers removed)."""
+    """Exactly one `<image>` (docs/data.md#the-internal-sample): prepend it if absent; drop extras. Returns (text, markers removed)."""
     n = question.count(IMAGE_MARKER)
     if n == 0:
         return IMAGE_MARKER + question, 0

@@ -1,4 +1,4 @@
-"""The benchmark table of SPEC §2.1: which file under DATA_ROOT holds each split of each real env.
+"""The benchmark table (docs/data.md#data_root-layout): which file under DATA_ROOT holds each split of each real env.
 
 Why it exists: `BENCHMARKS` is data (env name, domain tar, answer kind, split files and schemas)
 that the loader, the download helper and the docs all read; keeping it apart from parsing keeps
@@ -77,7 +77,7 @@ def _s(schema: Schema, *paths: str, subset: tuple[str, float, bool] | None = Non
 
 _VWA = "web_action/vigorl_web_action_MCTS.jsonl"
 
-#: SPEC §2.1 table, keyed by env name (the `X` of `ViGoRL/X-v0`).
+#: The layout table (docs/data.md#data_root-layout), keyed by env name (the `X` of `ViGoRL/X-v0`).
 BENCHMARKS: dict[str, UpstreamSpec] = {
     b.name: b
     for b in (

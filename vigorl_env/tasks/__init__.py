@@ -1,6 +1,6 @@
 """Task families: what a benchmark asks (answer kind), how it is shown (frame and crop defaults) and
 which system prompt the model gets. One module per family; `BENCHMARKS` maps each env name to its family
-and per-benchmark defaults (SPEC §3.2, §4.6)."""
+and per-benchmark defaults (docs/geometry.md#defaults-per-benchmark, docs/protocol.md#system-prompts)."""
 
 from __future__ import annotations
 

@@ -10,7 +10,7 @@ from importlib import resources
 
 @cache
 def load_prompt(name: str, newlines: str = "normalized") -> str:
-    """A shipped prompt text (SPEC §4.6, PROMPTS.md) by file stem.
+    """A shipped prompt text (docs/protocol.md#system-prompts) by file stem.
 
     `newlines="literal"` re-creates upstream's un-normalized RL prompt-file form, in which newlines
     were the two characters backslash-n and double quotes were escaped (`\\"`).
@@ -26,7 +26,7 @@ def load_prompt(name: str, newlines: str = "normalized") -> str:
 
 @dataclass(frozen=True)
 class TaskFamily:
-    """A task family (SPEC §3.2 / §4.6): answer kind, crop setting and prompt names by variant."""
+    """A task family (docs/geometry.md#defaults-per-benchmark, docs/protocol.md#system-prompts): answer kind, crop setting and prompt names by variant."""
 
     name: str
     answer_kind: str
@@ -47,7 +47,7 @@ class TaskFamily:
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
-    """One env id's defaults (SPEC §3.2) and its sample source.
+    """One env id's defaults (docs/geometry.md#defaults-per-benchmark) and its sample source.
 
     `source` is "upstream" (files under DATA_ROOT, `vigorl_env.data.upstream`) or a
     "module:Class" path of a procedural dataset, imported only at `make` time.

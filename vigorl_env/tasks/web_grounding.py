@@ -1,4 +1,5 @@
-"""The web grounding family (SPEC §3.2 crop defaults, §4.6 prompts)."""
+"""The web grounding family: crop defaults (docs/geometry.md#defaults-per-benchmark) and prompts
+(docs/protocol.md#system-prompts)."""
 
 from vigorl_env.tasks.base import TaskFamily
 

@@ -1,1 +1,1 @@
-"""Procedural datasets (SPEC §2.7): no download, deterministic in (dataset_seed, split, index), any size."""
+"""Procedural datasets (docs/data.md#procedural-datasets): no download, deterministic in (dataset_seed, split, index), any size."""

@@ -1,6 +1,6 @@
 """Shared machinery of the procedural datasets: seeding, ids, the shipped font.
 
-A sample is a pure function of (dataset_seed, split, index) (SPEC §2.7). Subclasses implement
+A sample is a pure function of (dataset_seed, split, index) (docs/data.md#procedural-datasets). Subclasses implement
 `_generate(rng, sample_id, index)`; they must draw *everything* (layout, question, option order)
 from `rng` and never from global state, and must render with the shipped TTF only, so images are
 bit-identical across machines for a pinned Pillow major version.

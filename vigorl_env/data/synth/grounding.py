@@ -1,4 +1,4 @@
-"""SynthGrounding: procedural ScreenSpot-like GUI grounding (SPEC §2.7).
+"""SynthGrounding: procedural ScreenSpot-like GUI grounding (docs/data.md#procedural-datasets).
 
 A screen (1280×800, 1920×1080, 2560×1440 desktop, or a 1170×2532 phone) has a top bar (app title,
 2–4 icon buttons, sometimes a search field), navigation (desktop: a left sidebar with 5–10 items;

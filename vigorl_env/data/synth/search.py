@@ -1,4 +1,4 @@
-"""SynthSearch: a V*-like visual-search dataset (SPEC §2.7).
+"""SynthSearch: a V*-like visual-search dataset (docs/data.md#procedural-datasets).
 
 A large canvas (1600–2600 × 1100–1800) of soft colour fields, blobs, pebbles and twigs hides 25–60
 small flat shapes. Targets are drawn at the small end of the size range (18–26 px) because the task
@@ -25,7 +25,7 @@ from vigorl_env.data.synth.common import SynthDataset
 from vigorl_env.data.synth.shapes import COLOR_NAMES, COLORS, SHAPE_KINDS, mix, paste_shape
 from vigorl_env.protocol import IMAGE_MARKER
 
-# SPEC §2.7 numbers.
+# The numbers of docs/data.md#procedural-datasets.
 W_RANGE = (1600, 2600)
 H_RANGE = (1100, 1800)
 N_SHAPES = (25, 60)

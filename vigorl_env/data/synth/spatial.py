@@ -1,4 +1,4 @@
-"""SynthSpatial: SAT/BLINK-like spatial questions about simple solids on a ground plane (SPEC §2.7).
+"""SynthSpatial: SAT/BLINK-like spatial questions about simple solids on a ground plane (docs/data.md#procedural-datasets).
 
 Camera model (weak perspective per object, true perspective for the ground): an object at depth z
 is drawn at scale F/z px per world unit, its ground-contact row is `horizon + G/z` (so it rises
@@ -25,7 +25,7 @@ from vigorl_env.data.synth.common import SynthDataset
 from vigorl_env.data.synth.shapes import COLOR_NAMES, COLORS, RGB, mix, shade
 from vigorl_env.protocol import IMAGE_MARKER
 
-# SPEC §2.7 numbers.
+# The numbers of docs/data.md#procedural-datasets.
 WIDTH = (640, 1024)  # 4:3 canvas: W = 4k, H = 3k
 HORIZON = (0.30, 0.45)  # horizon row as a fraction of H
 N_OBJECTS = (3, 6)

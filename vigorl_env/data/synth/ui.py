@@ -3,7 +3,7 @@
 Why a display list: generators compute the whole layout eagerly (boxes, labels, ids) from the
 sample RNG, but pixels are only needed when the env asks for the image. A `Page` is a frozen tuple
 of plain drawing operations (ints, tuples, strings), so `functools.partial(render_page, page)` is a
-cheap, picklable, zero-argument image loader (SPEC §2.6) and rendering is a pure function of it.
+cheap, picklable, zero-argument image loader (docs/data.md#the-internal-sample) and rendering is a pure function of it.
 
 Everything is integer geometry drawn with PIL primitives and the shipped DejaVu font, so the same
 page renders bit-identically on every machine for a pinned Pillow major version. Icon glyphs are

@@ -2,7 +2,7 @@
 
 Why it exists: generators build a whole layout eagerly from the sample RNG but pixels are needed only
 when the env asks for the image. A `Page` is a frozen tuple of plain ops (ints, tuples, strings), so
-`functools.partial(render_page, page)` is a cheap, picklable image loader (SPEC §2.6) and rendering
+`functools.partial(render_page, page)` is a cheap, picklable image loader (docs/data.md#the-internal-sample) and rendering
 is a pure function of it. Text measurement lives here too because layouts must reserve exactly the
 widths the renderer's font will draw. Split out of `ui.py`, which re-exports everything.
 """

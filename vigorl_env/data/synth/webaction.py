@@ -1,4 +1,4 @@
-"""SynthWebAction: procedural VisualWebArena-like next-action prediction (SPEC §2.7).
+"""SynthWebAction: procedural VisualWebArena-like next-action prediction (docs/data.md#procedural-datasets).
 
 A small shopping site (store name, category nav, search box, cart; products with brand, model,
 price, rating) is rendered as a 1280×1440 browser viewport. Every interactive element that is
