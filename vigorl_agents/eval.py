@@ -216,9 +216,9 @@ def _refuse(out: Path, n_records: int, what: list[str]) -> ResumeConfigError:
     listed = "\n  ".join(what)
     return ResumeConfigError(
         f"{out} already holds {n_records} evaluation record(s) made with other settings:\n  "
-        f"{listed}\nResuming would mix both in one summary. Pass --eval.overwrite to delete them "
-        "and start afresh, or choose another run name (see docs/evaluation.md#resume-and-config-"
-        "fingerprints)."
+        f"{listed}\nResuming would mix both in one summary. Pass --eval.overwrite (benchmarks.run: "
+        "--overwrite) to delete them and start afresh, or choose another run name / output folder "
+        "(see docs/evaluation.md#resume-and-config-fingerprints)."
     )
 
 
