@@ -1,7 +1,7 @@
 """The tiny offline Qwen2.5-VL / Qwen2-VL factory and the model loading path (vigorl_agents.models).
 
 Random weights give garbage text: these tests check structure (folder, config sizes, chat
-rendering per SPEC §4.5, image token counts per SPEC §3), determinism and that vLLM serves the
+rendering per docs/protocol.md#chat-rendering, image token counts per docs/geometry.md), determinism and that vLLM serves the
 same model transformers runs (greedy tokens agree).
 """
 
@@ -70,7 +70,7 @@ def _messages(image, *, assistant: str | None = ANSWER) -> list[dict]:
 
 
 def _spec_render(n_pads: int, assistant: str = ANSWER) -> str:
-    """SPEC §4.5 chatml, written out by hand."""
+    """The documented chatml (docs/protocol.md#chat-rendering), written out by hand."""
     return (
         f"<|im_start|>system\n{SYSTEM}<|im_end|>\n"
         f"<|im_start|>user\n{QUESTION_A}{VS}{PAD * n_pads}{VE}{QUESTION_B}<|im_end|>\n"
@@ -183,7 +183,7 @@ def test_chat_template_renders_spec_chatml_and_image_pads(loaded):
     n_pads = (W // 28) * (H // 28)
     assert int((ids == processor.image_token_id).sum()) == n_pads == 6
     assert enc["image_grid_thw"].tolist() == [[1, H // 14, W // 14]]
-    # the token ids decode to exactly the SPEC string with (w/28)(h/28) pads
+    # the token ids decode to exactly the documented string with (w/28)(h/28) pads
     assert processor.tokenizer.decode(ids) == _spec_render(n_pads)
 
 
@@ -292,7 +292,7 @@ def test_pixel_bounds_set_and_checked(tiny_qwen25_dir):
     # the new bound is what the processor actually resizes to: 56×84 (6 tokens) → at most 4
     grid = processor.image_processor(images=[_image()], return_tensors="pt")["image_grid_thw"]
     assert int(grid.prod()) // 4 <= 4
-    with pytest.raises(ValueError, match="SPEC §3"):
+    with pytest.raises(ValueError, match=r"docs/geometry\.md#serving-the-frame-unchanged"):
         check_processor_keeps_frames(processor, min_pixels=3136, max_pixels=12_960_000)
     set_processor_pixel_bounds(processor, max_pixels=12_960_000)
     assert processor_pixel_bounds(processor) == (784, 12_960_000)

@@ -4,7 +4,7 @@ Why one path: the HF backend, training and the tests must exercise the same code
 (CPU, seconds) as on `gsarch/ViGoRL-3b-Spatial` (GPU), so the tiny model is a plain Hugging Face
 folder and both go through `AutoModelForImageTextToText` / `AutoProcessor`.
 
-SPEC §3: the env already resized every image to its model frame; the processor must leave it
+docs/geometry.md#serving-the-frame-unchanged: the env already resized every image to its model frame; the processor must leave it
 alone, i.e. its min_pixels ≤ the env's min_pixels and its max_pixels ≥ the env's max_pixels.
 `processor_pixel_bounds` reads the bounds, `check_processor_keeps_frames` enforces the rule.
 transformers 5.x stores them as `image_processor.size = {"shortest_edge": min_pixels,
@@ -203,12 +203,14 @@ def set_processor_pixel_bounds(
 
 def check_processor_keeps_frames(processor: Any, *, min_pixels: int, max_pixels: int) -> None:
     """Raise ValueError unless the processor leaves every model frame of an env with pixel bounds
-    [min_pixels, max_pixels] at its size (SPEC §3: no second resize)."""
+    [min_pixels, max_pixels] at its size (no second resize:
+    docs/geometry.md#serving-the-frame-unchanged)."""
     lo, hi = processor_pixel_bounds(processor)
     if lo > min_pixels or hi < max_pixels:
         raise ValueError(
             f"processor pixel bounds [{lo}, {hi}] would resize the env's model frames "
-            f"(env bounds [{min_pixels}, {max_pixels}]); SPEC §3 needs processor min_pixels <= "
+            f"(env bounds [{min_pixels}, {max_pixels}]); the model frame must pass unresized "
+            "(docs/geometry.md#serving-the-frame-unchanged): processor min_pixels <= "
             f"{min_pixels} and max_pixels >= {max_pixels}: pass min_pixels/max_pixels when loading"
         )
 
@@ -258,7 +260,7 @@ def load_hf(
 
     `dtype` is a torch dtype or its name (default: `default_dtype(device)`); the model is moved to
     `device` and put in eval mode. `min_pixels` / `max_pixels` override the image processor's
-    bounds (SPEC §3: min_pixels <= the env's, max_pixels >= the env's).
+    bounds (docs/geometry.md#serving-the-frame-unchanged: min_pixels <= the env's, max_pixels >= the env's).
     """
     import torch
     from transformers import AutoProcessor

@@ -3,7 +3,7 @@
 Why: every model-facing code path (chat rendering, image placeholders, the HF backend, the vLLM
 server and engine, training losses) must be tested against the real architecture and the real
 processor, on a 2-core CPU, without a download. The recipe (sizes, processor, tokenizer) is the one
-checked against vLLM 0.32 CPU in /work/shared/VLLM_CPU.md:
+checked against vLLM 0.32 CPU (docs/backends.md#vllm-on-cpu):
 
 - text model: hidden 64, 2 heads of head_dim 32 (vLLM's CPU attention rejects head_dim 16 at the
   first request), 1 KV head, 2 layers, M-RoPE sections [4, 6, 6] (sum = head_dim / 2);
@@ -11,7 +11,7 @@ checked against vLLM 0.32 CPU in /work/shared/VLLM_CPU.md:
 - a byte-level BPE tokenizer trained here on protocol-like text, with Qwen's special tokens;
 - a Qwen-style chatml template that takes string content or OpenAI-style content lists;
 - `Qwen2VLImageProcessor` + an explicit `Qwen2VLVideoProcessor` (vLLM needs both) with
-  `min_pixels <= 3136` so the model frame of SPEC §3 is never resized again, and a small
+  `min_pixels <= 3136` so the model frame (docs/geometry.md#model-frame) is never resized again, and a small
   `max_pixels` (64·28·28 → at most 64 tokens per image) to keep CPU runs fast.
 
 The weights are random: generated text is garbage (often not even valid UTF-8). Test structure,
@@ -69,7 +69,7 @@ determinism and stop tests meaningful."""
 BPE_VOCAB_SIZE = 1024
 """Target size of the trained BPE vocabulary (special tokens and the 256 bytes included)."""
 
-# Qwen2-VL / Qwen2.5-VL chatml (SPEC §4.5). Content is a string or a list of parts: `text` parts
+# Qwen2-VL / Qwen2.5-VL chatml (docs/protocol.md#chat-rendering). Content is a string or a list of parts: `text` parts
 # render their text verbatim (never stripped, so `continue_final_message` can find it), and
 # `image` / `image_url` parts (OpenAI style, or transformers' {"type": "image"}) render one
 # `<|vision_start|><|image_pad|><|vision_end|>`; the processor expands the pad to (w/28)·(h/28).
@@ -299,7 +299,7 @@ def build_tiny_model(
     tokenizer files, preprocessor/video preprocessor configs and chat_template.jinja, and loads
     with `AutoModelForImageTextToText` / `AutoProcessor` and with vLLM. `seed` fixes the weights
     (same seed → byte-identical model.safetensors); the tokenizer does not depend on it.
-    `min_pixels` must stay <= 3136 so the env's model frames pass through unresized (SPEC §3).
+    `min_pixels` must stay <= 3136 so the env's model frames pass through unresized (docs/geometry.md#serving-the-frame-unchanged).
 
     Raises FileExistsError if `out_dir` exists and is not empty, unless `overwrite`.
     """
