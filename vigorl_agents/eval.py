@@ -432,7 +432,7 @@ async def evaluate(
     ]
     for plan in plans:
         old = Counter(
-            r["config_fingerprint"][:12] for r in records
+            str(r.get("config_fingerprint"))[:12] for r in records
             if r["env_id"] == plan.env_id and r.get("config_fingerprint") != plan.fingerprint
         )  # fmt: skip
         if old:
