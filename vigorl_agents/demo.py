@@ -29,6 +29,7 @@ import tyro
 from PIL import Image
 
 import vigorl_env
+from vigorl_agents.cli import EnvKwargs
 from vigorl_agents.factory import PolicyConfig, open_policy
 from vigorl_agents.frame_bounds import fit_env_kwargs, policy_pixel_bounds
 from vigorl_agents.policy import SamplingParams
@@ -100,9 +101,10 @@ class Args:
     """Default: the family's (multi-turn for visual search)."""
     temperature: float = 0.0
     max_tokens: int = 1024
-    env_kwargs: dict[str, int | float | bool | str] = field(default_factory=dict)
-    """Extra env kwargs (max_pixels, crop_size, …; docs/envs.md). Frame and crop sizes left out are
-    fitted to the policy's image processor; ones given must fit it."""
+    env_kwargs: EnvKwargs = field(default_factory=dict)
+    """Extra env kwargs as KEY=VALUE (max_pixels=1003520 crop_size=504; docs/envs.md#make-kwargs),
+    read as by evaluation. Frame and crop sizes left out are fitted to the policy's image
+    processor; ones given must fit it."""
     out: Path = Path("runs/demo/demo.png")
 
 

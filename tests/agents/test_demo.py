@@ -96,3 +96,24 @@ def test_one_image_dataset_pickles(tmp_path):
     again = pickle.loads(pickle.dumps(ds))
     assert again[0].image().size == (2044, 1372)
     assert again[0].answer_kind == "point_in_box"
+
+
+def test_env_kwargs_flag_reads_key_value_like_evaluation(tmp_path):
+    import tyro
+
+    args = tyro.cli(
+        Args,
+        args=[
+            "--image",
+            str(tmp_path / "x.png"),
+            "--query",
+            "q",
+            "--env-kwargs",
+            "crop_size=504",
+            "draw_dot=true",
+            "offset=100",
+        ],
+    )
+    assert args.env_kwargs == {"crop_size": 504, "draw_dot": True, "offset": 100}
+    with pytest.raises(SystemExit):
+        tyro.cli(Args, args=["--image", "x", "--query", "q", "--env-kwargs", "no_such_key=1"])
