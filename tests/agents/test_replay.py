@@ -11,7 +11,8 @@ import pytest
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import to_rgb
 
-from vigorl_agents.policy import Completion, SamplingParams
+from tests.agents.scripted import ScriptedPolicy
+from vigorl_agents.policy import SamplingParams
 from vigorl_agents.replay import (
     ANSWER_COLOR,
     GT_COLOR,
@@ -28,26 +29,9 @@ ENV = "ViGoRL/SynthGrounding-v0"  # 1176x2520 phone screenshot, offset 50, crops
 KW = {"split": "test", "mode": "multi_turn"}
 
 
-class Scripted:
-    """A policy that plays fixed turns (a real Policy: the rollout loop drives it)."""
-
-    def __init__(self, turns: list[str]):
-        self.turns = turns
-
-    async def generate(self, conversations, params):
-        out = []
-        for conv in conversations:
-            k = sum(m.role == "assistant" for m in conv.messages)
-            out.append([Completion(self.turns[k], "stop")])
-        return out
-
-    async def aclose(self) -> None:
-        return None
-
-
 def _play(env, turns):
     async def go():
-        batcher = Batcher(Scripted(turns))
+        batcher = Batcher(ScriptedPolicy(turns))
         try:
             return await run_episode(env, batcher, EpisodeSpec(0), SamplingParams(seed=0))
         finally:

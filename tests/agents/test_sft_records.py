@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vigorl_agents.policy import Completion, SamplingParams
+from tests.agents.scripted import ScriptedPolicy
+from vigorl_agents.policy import SamplingParams
 from vigorl_agents.records import (
     image_folder,
     sft_record,
@@ -33,28 +34,11 @@ GROUNDING = "ViGoRL/SynthGrounding-v0"
 GROUNDING_KW = {"max_pixels": 64 * 28 * 28}
 
 
-class Scripted:
-    """A real Policy that plays fixed turns, whatever the sample."""
-
-    def __init__(self, turns: list[str]):
-        self.turns = turns
-
-    async def generate(self, conversations, params):
-        out = []
-        for conv in conversations:
-            k = sum(m.role == "assistant" for m in conv.messages)
-            out.append([Completion(self.turns[k], "stop")])
-        return out
-
-    async def aclose(self) -> None:
-        return None
-
-
 def _run(env_id, kw, turns, n=2):
     return asyncio.run(
         run_episodes(
             lambda: gym.make(env_id, **kw),
-            Scripted(turns),
+            ScriptedPolicy(turns),
             [EpisodeSpec(i) for i in range(n)],
             SamplingParams(seed=0),
         )

@@ -1,0 +1,26 @@
+"""A scripted policy for tests: a real `Policy` that plays fixed turns, whatever the sample.
+
+The rollout loop drives it like any backend, so tests of what is built from trajectories (SFT
+records, replayed images, pictures) run the real episode loop without a model.
+"""
+
+from __future__ import annotations
+
+from vigorl_agents.policy import Completion
+
+
+class ScriptedPolicy:
+    """Turn k of every episode answers `turns[k]` (k = assistant messages so far)."""
+
+    def __init__(self, turns: list[str]):
+        self.turns = turns
+
+    async def generate(self, conversations, params):
+        out = []
+        for conv in conversations:
+            k = sum(m.role == "assistant" for m in conv.messages)
+            out.append([Completion(self.turns[k], "stop")])
+        return out
+
+    async def aclose(self) -> None:
+        return None
