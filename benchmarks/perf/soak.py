@@ -161,7 +161,7 @@ def client_main(phase: str, spec: dict[str, Any], result_path: str) -> None:
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s", force=True
     )
-    for noisy in ("httpx", "openai", "httpcore"):
+    for noisy in ("httpx", "httpx2", "openai", "httpcore"):  # one INFO line per request
         logging.getLogger(noisy).setLevel(logging.WARNING)
     if spec["tracemalloc"]:
         import tracemalloc
