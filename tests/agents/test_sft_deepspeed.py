@@ -161,3 +161,35 @@ def test_zero3_matches_across_gpu_counts(tmp_path):
         assert (out / "debug-zero3" / "checkpoint-6" / "config.json").is_file()
     if 2 in losses:
         assert losses[1] == pytest.approx(losses[2], rel=2e-2, abs=2e-2)
+
+
+class _Payload:
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def test_deepspeed_files_are_pre_read_without_running_code(tmp_path):
+    """DeepSpeed unpickles its checkpoint files unrestricted; the trainer reads them first with
+    the restricted unpickler: plain tensor files pass, a payload is refused before it runs."""
+    torch = pytest.importorskip("torch")
+    from vigorl_agents.train.sft import CheckpointError, check_deepspeed_pickles
+
+    tag = tmp_path / "deepspeed" / "global_step2"
+    tag.mkdir(parents=True)
+    with pytest.raises(CheckpointError, match="no DeepSpeed checkpoint file"):
+        check_deepspeed_pickles(tag)
+    torch.save(
+        {"module": {"w": torch.ones(2)}, "global_steps": 2}, tag / "mp_rank_00_model_states.pt"
+    )
+    check_deepspeed_pickles(tag)
+    marker = tmp_path / "pwned"
+    torch.save(
+        {"optimizer_state_dict": {"x": _Payload(marker)}},
+        tag / "zero_pp_rank_0_mp_rank_00_optim_states.pt",
+    )
+    with pytest.raises(CheckpointError, match=r"refusing to resume from .*optim_states\.pt"):
+        check_deepspeed_pickles(tag)
+    assert not marker.exists()
