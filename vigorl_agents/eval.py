@@ -293,19 +293,26 @@ def sample_record(traj: Trajectory, policy_name: str) -> dict[str, Any]:
 
 
 def error_record(
-    err: EpisodeDataError, sample_id: str, policy_name: str, fingerprint: str
+    env_id: str,
+    split: str,
+    spec: EpisodeSpec,
+    sample_id: str,
+    policy_name: str,
+    fingerprint: str,
+    cause: BaseException,
 ) -> dict[str, Any]:
-    """The error line of an episode whose sample could not be read (docs/evaluation.md#outputs)."""
+    """The error line of an episode that has no result (docs/evaluation.md#outputs): its sample
+    could not be read, or the run stopped while it was in flight. A rerun retries it."""
     return {
-        "env_id": err.env_id,
+        "env_id": env_id,
         "policy": policy_name,
         "sample_id": sample_id,
-        "index": err.spec.index,
-        "episode": err.spec.episode,
-        "split": err.split,
+        "index": spec.index,
+        "episode": spec.episode,
+        "split": split,
         "config_fingerprint": fingerprint,
-        "error": f"{type(err.cause).__name__}: {err.cause}",
-        "error_type": type(err.cause).__name__,
+        "error": f"{type(cause).__name__}: {cause}",
+        "error_type": type(cause).__name__,
     }
 
 
@@ -377,6 +384,7 @@ class _EnvPlan:
     mode: str
     fingerprint: str
     info: dict[str, Any]
+    split: str
 
 
 def _plan(env_id: str, cfg: EvalConfig, extra: dict[str, Any]) -> _EnvPlan:
@@ -395,7 +403,7 @@ def _plan(env_id: str, cfg: EvalConfig, extra: dict[str, Any]) -> _EnvPlan:
         }
         return _EnvPlan(
             env_id, make, n, [uw.sample_id_at(i) for i in range(n)], uw.config.mode,
-            uw.fingerprint, info,
+            uw.fingerprint, info, uw.split,
         )  # fmt: skip
     finally:
         probe.close()
@@ -480,7 +488,10 @@ async def evaluate(
 
             def on_error(err: EpisodeDataError, _plan: _EnvPlan = plan,
                          _progress: Progress = progress) -> None:  # fmt: skip
-                rec = error_record(err, _plan.ids[err.spec.index], policy_name, _plan.fingerprint)
+                rec = error_record(
+                    err.env_id, err.split, err.spec, _plan.ids[err.spec.index], policy_name,
+                    _plan.fingerprint, err.cause,
+                )  # fmt: skip
                 sink.write(rec)
                 latest[_key(rec)] = rec
                 log.warning(
@@ -490,6 +501,20 @@ async def evaluate(
                     cfg.data_errors,
                 )
                 _progress.update()
+
+            aborted: list[EpisodeSpec] = []
+
+            def on_abort(spec: EpisodeSpec, exc: BaseException, _plan: _EnvPlan = plan,
+                         _aborted: list[EpisodeSpec] = aborted) -> None:  # fmt: skip
+                # In flight when the run stopped: an error line, so the file says what was cut
+                # off; a rerun retries it like every error line.
+                rec = error_record(
+                    _plan.env_id, _plan.split, spec, _plan.ids[spec.index], policy_name,
+                    _plan.fingerprint, exc,
+                )  # fmt: skip
+                sink.write(rec)
+                latest[_key(rec)] = rec
+                _aborted.append(spec)
 
             try:
                 await run_episodes(
@@ -501,12 +526,14 @@ async def evaluate(
                     max_batch=cfg.max_batch,
                     on_done=on_done,
                     on_error=on_error,
+                    on_abort=on_abort,
                 )
             except Exception as e:
                 kept = (
                     f"{finished} episode(s) finished in this run; {_count_results(latest)} "
-                    f"result(s) in all are kept in {samples_path} and a rerun of the same command "
-                    "resumes from there"
+                    f"result(s) in all are kept in {samples_path}, the {len(aborted)} episode(s) "
+                    "in flight are recorded there as error lines, and a rerun of the same command "
+                    "resumes from there (retrying them)"
                 )
                 if isinstance(e, PolicyUnavailableError):
                     raise e.with_kept(kept) from e

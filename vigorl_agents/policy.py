@@ -164,7 +164,7 @@ class PolicyUnavailableError(RuntimeError):
             f"last error: {type(last_error).__name__}: {last_error}"
         )
         if kept:
-            message += f". {kept}"
+            message = f"{message.rstrip('.')}. {kept}"
         super().__init__(message)
 
     def with_kept(self, kept: str) -> PolicyUnavailableError:

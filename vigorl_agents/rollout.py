@@ -299,14 +299,17 @@ async def run_episodes(
     forced_params: SamplingParams | None = None,
     on_done: Callable[[Trajectory], None] | None = None,
     on_error: Callable[[EpisodeDataError], None] | None = None,
+    on_abort: Callable[[EpisodeSpec, BaseException], None] | None = None,
 ) -> list[Trajectory]:
     """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
 
     `on_done` is called as each episode finishes (e.g. to append it to a JSONL file), so an
     interrupted run keeps everything finished so far. With `on_error`, an episode whose sample
     cannot be read (`EpisodeDataError`) is handed to it and left out of the result; without, it
-    raises. Any other failure (the policy's, a bug) cancels the episodes still running, so no
-    callback fires after this function has raised, and propagates.
+    raises. Any other failure (the policy's, a bug) cancels the episodes still running and
+    propagates; before it does, `on_abort(spec, exc)` is called for every episode that had started
+    and not ended (so a caller can record them, e.g. as error lines to retry). No callback fires
+    after this function has raised.
     """
     specs = list(specs)
     batcher = Batcher(policy, max_batch=max_batch)
@@ -315,17 +318,23 @@ async def run_episodes(
         pool.put_nowait(make_env())
     results: list[Trajectory | None] = [None] * len(specs)
 
+    started: set[int] = set()
+    ended: set[int] = set()
+
     async def one(i: int, spec: EpisodeSpec) -> None:
         env = await pool.get()
+        started.add(i)
         try:
             traj = await run_episode(env, batcher, spec, params, forced_params)
         except EpisodeDataError as e:
             if on_error is None:
                 raise
+            ended.add(i)
             on_error(e)
             return
         finally:
             pool.put_nowait(env)
+        ended.add(i)
         results[i] = traj
         if on_done is not None:
             on_done(traj)
@@ -333,10 +342,13 @@ async def run_episodes(
     tasks = [asyncio.ensure_future(one(i, s)) for i, s in enumerate(specs)]
     try:
         await asyncio.gather(*tasks)
-    except BaseException:
+    except BaseException as exc:
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if on_abort is not None:
+            for i in sorted(started - ended):
+                on_abort(specs[i], exc)
         raise
     finally:
         await batcher.aclose()

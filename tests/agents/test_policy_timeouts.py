@@ -147,5 +147,22 @@ def test_policy_config_sets_timeout_and_retries_and_eval_says_what_was_kept(stal
     assert stalled.url in msg and "2 attempts (0.3 s each)" in msg
     assert "0 episode(s) finished in this run; 2 result(s) in all are kept in" in msg
     assert str(samples) in msg and "resumes from there" in msg
-    # what it says was kept is on disk, intact, and nothing half-written followed the failure
-    assert len([json.loads(x) for x in samples.read_text().splitlines()]) == 2
+    assert "the 2 episode(s) in flight are recorded there as error lines" in msg
+    # what it says was kept is on disk, intact; the two episodes cut off are error lines
+    lines = [json.loads(x) for x in samples.read_text().splitlines()]
+    assert len(lines) == 4
+    assert [r.get("error_type") for r in lines] == [None, None, *["PolicyUnavailableError"] * 2]
+    assert sorted(r["index"] for r in lines[2:]) == [2, 3]
+    # a rerun retries exactly those two and the summary counts 4 results, no errors
+    summary = asyncio.run(
+        evaluate(
+            FullViewGuess("option_text"),
+            EvalConfig(env_ids=("ViGoRL/SynthSpatial-v0",), limit=4),
+            tmp_path,
+            policy_name="p",
+        )
+    )
+    lines = [json.loads(x) for x in samples.read_text().splitlines()]
+    assert len(lines) == 6 and sorted(r["index"] for r in lines[4:]) == [2, 3]
+    (row,) = summary["rows"]
+    assert row["n"] == 4 and row["errors"] == 0

@@ -99,15 +99,20 @@ def test_eval_resumes_after_a_failure_and_keeps_results(tmp_path):
     flaky = Recording("option_text", fail_after=3)
     with pytest.raises(RuntimeError, match="server went away"):
         asyncio.run(evaluate(flaky, cfg, tmp_path, policy_name="p"))
-    kept = (tmp_path / "samples.jsonl").read_text().splitlines()
-    assert 1 <= len(kept) < 10
+    first = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
+    kept = [r for r in first if "error" not in r]
+    cut = [r for r in first if "error" in r]  # in flight when it failed: error lines to retry
+    assert 1 <= len(kept) < 10 and cut
+    assert all(r["error"] == "RuntimeError: server went away" for r in cut)
+    assert not {r["index"] for r in cut} & {r["index"] for r in kept}
     good = Recording("option_text")
     summary = asyncio.run(evaluate(good, cfg, tmp_path, policy_name="p"))
     assert sum(good.batches) == 10 - len(kept)  # only the missing samples ran
     (row,) = summary["rows"]
     assert row["n"] == 10 and row["split"] == "test"
     lines = [json.loads(x) for x in (tmp_path / "samples.jsonl").read_text().splitlines()]
-    scores = [r["score"] for r in lines]
+    scores = [r["score"] for r in lines if "error" not in r]
+    assert len(scores) == 10 and row["errors"] == 0
     assert row["accuracy"]["mean"] == pytest.approx(100 * sum(scores) / 10)
     assert (tmp_path / "report.md").read_text().count("ViGoRL/SynthSpatial-v0") == 1
     assert (tmp_path / "accuracy.png").exists()
