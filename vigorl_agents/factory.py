@@ -51,11 +51,14 @@ class PolicyConfig:
     retry_backoff_s: float = 1.0
     """vllm-server: an endpoint that failed waits this long before its next attempt, doubling per
     consecutive failure up to 4x (1, 2, 4 s)."""
+    max_concurrency: int = 64
+    """vllm-server: requests in flight at once, over all endpoints (the server batches them; raise
+    it with several servers or a large `max_num_seqs`)."""
 
 
 RESUME_FREE_POLICY_FIELDS = frozenset(
     {"endpoints", "served_model_name", "max_batch_size", "request_timeout_s", "max_retries",
-     "retry_backoff_s"}
+     "retry_backoff_s", "max_concurrency"}
 )  # fmt: skip
 """PolicyConfig fields that do not change what the model answers: a resumed evaluation may change
 them (docs/evaluation.md#resume-and-config-fingerprints); any other change is refused."""
@@ -122,5 +125,6 @@ def _build(cfg: PolicyConfig, servers: contextlib.ExitStack) -> Policy:
             timeout=cfg.request_timeout_s,
             max_retries=cfg.max_retries,
             backoff=(cfg.retry_backoff_s, 4 * cfg.retry_backoff_s),
+            max_concurrency=cfg.max_concurrency,
         )
     raise ValueError(f"unknown backend {cfg.backend!r}; expected hf, vllm-server or vllm-engine")

@@ -125,12 +125,14 @@ def test_policy_config_sets_timeout_and_retries_and_eval_says_what_was_kept(stal
         request_timeout_s=0.3,
         max_retries=1,
         retry_backoff_s=0.05,
+        max_concurrency=3,
     )
 
     async def go():
         async with open_policy(cfg) as policy:
             assert isinstance(policy, VLLMServerPolicy)
             assert (policy.timeout, policy.max_retries, policy.backoff) == (0.3, 1, (0.05, 0.2))
+            assert policy.max_concurrency == 3
             return await evaluate(
                 policy,
                 EvalConfig(env_ids=("ViGoRL/SynthSpatial-v0",), limit=4),
