@@ -2,19 +2,26 @@
 
 The env contract is docs/envs.md, the text protocol docs/protocol.md.
 
-Each episode is an asyncio task that owns one env; its model calls go through a `Batcher` that
-groups the requests of all in-flight episodes into batched `Policy.generate` calls, so a vLLM server
-sees many concurrent requests and an HF/engine backend sees full batches. Trajectories reference
-images (sample id + crop boxes) instead of holding pixels, and record per turn which text and tokens
-the model generated (the forced prefix is not generated: docs/protocol.md#forced-final-answer).
+Each episode is an asyncio task that owns one env. Its model calls go through a `Batcher`: for a
+backend that batches concurrent requests itself (`continuous_batching`: a vLLM server or engine)
+each request leaves at once, so the engine always holds every episode that is waiting for it; for
+one that needs full batches (transformers) the requests of all in-flight episodes are grouped into
+batched `Policy.generate` calls. Env resets (a model frame to render or decode and resize: tens of
+milliseconds) run in a worker thread, so the first requests leave after one reset rather than after
+all of them, and the event loop keeps serving answers meanwhile; the n episodes of one sample share
+one frame (`vigorl_env.env.FrameCache`). Steps (a crop) run inline. Trajectories reference images
+(sample id + crop boxes) instead of holding pixels, and record per turn which text and tokens the
+model generated (the forced prefix is not generated: docs/protocol.md#forced-final-answer).
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -145,13 +152,16 @@ class Batcher:
 
     Requests equal in everything but their seed share a batch; a batch leaves once the first
     request has waited `linger` seconds for others to join (or it is full), so latency stays low
-    while batches fill.
+    while batches fill. A policy with `continuous_batching = True` batches concurrent requests
+    itself: each request is passed on at once, alone, so no episode waits for a batch to fill or
+    for the slowest request of its batch.
     """
 
     def __init__(self, policy: Policy, max_batch: int = 64, linger: float = 0.002):
         self.policy = policy
         self.max_batch = max_batch
         self.linger = linger
+        self.direct = bool(getattr(policy, "continuous_batching", False))
         self._queue: asyncio.Queue[tuple[Conversation, SamplingParams, asyncio.Future]] = (
             asyncio.Queue()
         )
@@ -159,6 +169,9 @@ class Batcher:
         self._tasks: set[asyncio.Task] = set()
 
     async def generate(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
+        if self.direct:
+            (result,) = await self.policy.generate([conv], [params])
+            return result
         if self._worker is None:
             self._worker = asyncio.create_task(self._run())
         fut: asyncio.Future = asyncio.get_running_loop().create_future()
@@ -231,11 +244,19 @@ async def run_episode(
     spec: EpisodeSpec,
     params: SamplingParams,
     forced_params: SamplingParams | None = None,
+    reset_executor: Executor | None = None,
 ) -> Trajectory:
-    """Play one episode: reset to `spec.index`, ask the policy for each turn, step the env."""
+    """Play one episode: reset to `spec.index`, ask the policy for each turn, step the env.
+
+    With `reset_executor`, the reset runs there (a worker thread) instead of on the event loop.
+    """
     uw = env.unwrapped
+    reset = functools.partial(env.reset, options={"index": spec.index})
     try:
-        obs, info = env.reset(options={"index": spec.index})
+        if reset_executor is None:
+            obs, info = reset()
+        else:
+            obs, info = await asyncio.get_running_loop().run_in_executor(reset_executor, reset)
     except (vigorl_env.DataFormatError, vigorl_env.DataNotFoundError) as e:
         try:
             sample_id: str | None = uw.sample_id_at(spec.index)
@@ -300,6 +321,7 @@ async def run_episodes(
     on_done: Callable[[Trajectory], None] | None = None,
     on_error: Callable[[EpisodeDataError], None] | None = None,
     on_abort: Callable[[EpisodeSpec, BaseException], None] | None = None,
+    reset_workers: int | None = None,
 ) -> list[Trajectory]:
     """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
 
@@ -310,13 +332,26 @@ async def run_episodes(
     propagates; before it does, `on_abort(spec, exc)` is called for every episode that had started
     and not ended (so a caller can record them, e.g. as error lines to retry). No callback fires
     after this function has raised.
+
+    Resets run in `reset_workers` threads (0: on the event loop). Default: one thread for a
+    policy with `continuous_batching` (its first requests then leave after one reset, not after
+    all of them; a frame is mostly Python and Pillow work holding the interpreter lock, so more
+    threads would mostly take turns with the event loop), and none for a batching policy, whose
+    first batch should hold every in-flight episode rather than trickle in one reset apart.
     """
     specs = list(specs)
     batcher = Batcher(policy, max_batch=max_batch)
+    if reset_workers is None:
+        reset_workers = 1 if batcher.direct else 0
     pool: asyncio.Queue[gym.Env] = asyncio.Queue()
     for _ in range(min(max_in_flight, max(1, len(specs)))):
         pool.put_nowait(make_env())
     results: list[Trajectory | None] = [None] * len(specs)
+    executor = (
+        ThreadPoolExecutor(reset_workers, thread_name_prefix="env-reset")
+        if reset_workers > 0
+        else None
+    )
 
     started: set[int] = set()
     ended: set[int] = set()
@@ -325,7 +360,7 @@ async def run_episodes(
         env = await pool.get()
         started.add(i)
         try:
-            traj = await run_episode(env, batcher, spec, params, forced_params)
+            traj = await run_episode(env, batcher, spec, params, forced_params, executor)
         except EpisodeDataError as e:
             if on_error is None:
                 raise
@@ -352,6 +387,8 @@ async def run_episodes(
         raise
     finally:
         await batcher.aclose()
+        if executor is not None:  # a reset still running holds its env: let it end first
+            await asyncio.to_thread(executor.shutdown, wait=True, cancel_futures=True)
         while not pool.empty():
             pool.get_nowait().close()
     return [r for r in results if r is not None]

@@ -48,7 +48,9 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
+import threading
 from collections import OrderedDict
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -65,6 +67,9 @@ from vigorl_env.metrics import grounding_precision
 from vigorl_env.spaces import AnyText, VarImage
 
 FRAME_CACHE_SIZE = 64
+"""Model frames kept by the process-wide frame cache (`FRAME_CACHE`), at most; see also
+`FRAME_CACHE_BYTES`."""
+FRAME_CACHE_BYTES = 1 << 30
 CROP_CACHE_SIZE = 32
 MAX_ACTION_CHARS = 100_000
 """Longest action (after canonicalization) the env reads; longer ones are cut to it and flagged
@@ -99,6 +104,85 @@ class _LRU(OrderedDict):
         if len(self) > self.maxsize:
             self.popitem(last=False)
         return value
+
+
+class FrameCache:
+    """Model frames shared by every env of this process, made once per sample and frame setting.
+
+    Why: the n episodes of one sample (GRPO groups, avg@k) run on different env instances, and
+    making a model frame (render or decode, then the resize of docs/geometry.md#the-resize-rule)
+    is the dominant cost of `reset`. Entries are keyed by the dataset's `cache_key` (equal keys
+    mean equal samples, e.g. a procedural split and seed, or one split file), the sample index and
+    the frame settings (`min_pixels`, `max_pixels`, `max_side`); a dataset without `cache_key` is
+    keyed by the object itself, so only envs holding that very object share its frames.
+
+    Thread-safe, and each frame is made once even when several envs reset the same sample at the
+    same time in different threads (the others wait for it). Bounded by `max_entries` and
+    `max_bytes` (least recently used first); an episode keeps its own reference, so eviction never
+    changes a running episode. Frames are pure functions of their key, so sharing them changes no
+    observation (docs/envs.md#determinism-and-state). `made` counts the frames made.
+    """
+
+    def __init__(self, max_entries: int = FRAME_CACHE_SIZE, max_bytes: int = FRAME_CACHE_BYTES):
+        self.max_entries = max_entries
+        self.max_bytes = max_bytes
+        self.made = 0
+        self._lock = threading.Lock()
+        self._entries: OrderedDict[Hashable, tuple[Any, Image.Image, Frame, int]] = OrderedDict()
+        self._pending: dict[Hashable, threading.Event] = {}
+        self._bytes = 0
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def get_or(
+        self, key: Hashable, owner: Any, make: Callable[[], tuple[Image.Image, Frame]]
+    ) -> tuple[Image.Image, Frame]:
+        """The frame under `key` (made by `make` on a miss). `owner` is the dataset object for
+        identity keys (a hit needs the very same object) and None for `cache_key` keys."""
+        while True:
+            with self._lock:
+                entry = self._entries.get(key)
+                if entry is not None and entry[0] is owner:
+                    self._entries.move_to_end(key)
+                    return entry[1], entry[2]
+                event = self._pending.get(key)
+                if event is None:  # nobody is making it: this thread does
+                    event = self._pending[key] = threading.Event()
+                    break
+            event.wait()  # made (or failed) by another thread: look again
+        try:
+            img, frame = make()
+        except BaseException:
+            with self._lock:
+                del self._pending[key]
+            event.set()  # the waiters try themselves (and fail with their own error)
+            raise
+        size = img.width * img.height * len(img.getbands())
+        with self._lock:
+            self.made += 1
+            old = self._entries.pop(key, None)
+            if old is not None:
+                self._bytes -= old[3]
+            self._entries[key] = (owner, img, frame, size)
+            self._bytes += size
+            while len(self._entries) > 1 and (
+                len(self._entries) > self.max_entries or self._bytes > self.max_bytes
+            ):
+                self._bytes -= self._entries.popitem(last=False)[1][3]
+            del self._pending[key]
+        event.set()
+        return img, frame
+
+    def clear(self) -> None:
+        """Forget every frame (benchmarks start cold with it)."""
+        with self._lock:
+            self._entries.clear()
+            self._bytes = 0
+
+
+FRAME_CACHE = FrameCache()
+"""The process-wide model-frame cache of every `GroundedReasoningEnv`."""
 
 
 def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = None) -> Dataset:
@@ -186,19 +270,17 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         self.fingerprint = _fingerprint(self.config, dataset)
         self.observation_space = gym.spaces.Dict({"image": VarImage(), "text": AnyText()})
         self.action_space = AnyText(max_length=MAX_ACTION_CHARS)
-        self._frames = _LRU(FRAME_CACHE_SIZE)
         self._crops = _LRU(CROP_CACHE_SIZE)
         self._episode: _Episode | None = None
 
     # ------------------------------------------------------------------ pickling
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        del state["_frames"], state["_crops"]  # caches are rebuilt, not shipped
+        del state["_crops"]  # caches are rebuilt, not shipped
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__dict__.update(state)
-        self._frames = _LRU(FRAME_CACHE_SIZE)
         self._crops = _LRU(CROP_CACHE_SIZE)
 
     # ------------------------------------------------------------------ reset
@@ -216,7 +298,7 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         else:
             index = int(self.np_random.integers(0, len(self._dataset)))
         sample = self._dataset[index]
-        frame_img, frame = self._frames.get_or(index, lambda: self._make_frame(sample))
+        frame_img, frame = self._frame_of(index, sample)
         ep = _Episode(
             sample=sample,
             index=index,
@@ -247,6 +329,19 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         if ep.pending_prefix:
             info["assistant_prefix"] = protocol.FORCED_PREFIX
         return {"image": ep.last_image.copy(), "text": sample.question}, info
+
+    def _frame_of(self, index: int, sample: Sample) -> tuple[Image.Image, Frame]:
+        """The model frame of `sample` (at `index`) through the process-wide `FRAME_CACHE`."""
+        cfg = self.config
+        settings = (cfg.min_pixels, cfg.max_pixels, cfg.max_side, index)
+        source = getattr(self._dataset, "cache_key", None)
+        if source is not None:
+            key: Hashable = ("key", source, *settings)
+            owner = None
+        else:  # unknown provenance: share only with envs holding this very dataset object
+            key = ("object", id(self._dataset), *settings)
+            owner = self._dataset
+        return FRAME_CACHE.get_or(key, owner, lambda: self._make_frame(sample))
 
     def _make_frame(self, sample: Sample) -> tuple[Image.Image, Frame]:
         return model_frame(

@@ -13,6 +13,7 @@ token ids and logprobs, seeds, the forced prefix, image token counts, refusals, 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import importlib.util
 import json
 import os
@@ -69,6 +70,25 @@ def _as_dict(c) -> dict:
     }
 
 
+REGEX = r"<think>[a-z]{2,5} \([1-9][0-9], [1-9][0-9]\)\.</think>"
+
+
+def _changed_fields(policy) -> list[str]:
+    """Fields of `SamplingParams` whose change does not change vLLM's sampling params."""
+    from vigorl_agents.policy import SamplingParams
+
+    base = SamplingParams()
+    changed = {
+        "n": 3, "temperature": 0.9, "top_p": 0.5, "top_k": 7, "max_tokens": 9, "stop": ("x",),
+        "seed": 11, "logprobs": True, "regex": "a+",
+    }  # fmt: skip
+    assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
+    ref = repr(policy.sampling_params(base))
+    return [
+        k for k, v in changed.items() if repr(policy.sampling_params(base.with_(**{k: v}))) == ref
+    ]
+
+
 def _probe(model_dir: str) -> dict:
     """Every engine scenario on one engine; JSON-able results."""
     import safetensors.torch
@@ -107,6 +127,35 @@ def _probe(model_dir: str) -> dict:
     out["image_tokens"] = gen(
         [_episode((196, 224)), _episode((224, 224))], SamplingParams(temperature=0, max_tokens=1)
     )
+    # structured output: every sample matches the regex (without it, random text does not)
+    regex = SamplingParams(n=3, temperature=1.0, max_tokens=40, seed=5, stop=(), regex=REGEX)
+    out["regex"] = gen([_episode()], regex)
+    out["no_regex"] = gen([_episode()], regex.with_(regex=None))
+    out["changed_fields"] = _changed_fields(policy)
+
+    # continuous batching: a short request asked while a long one runs is answered first
+    long = SamplingParams(temperature=1.0, max_tokens=150, seed=1, stop=())
+    short = SamplingParams(temperature=1.0, max_tokens=2, seed=2, stop=())
+
+    async def race():
+        t0 = time.monotonic()
+        done = {}
+        first = asyncio.ensure_future(policy.generate([_episode()], long))
+        first.add_done_callback(lambda _: done.setdefault("long", time.monotonic() - t0))
+        await asyncio.sleep(0.5)
+        await policy.generate([_episode()], short)
+        done["short"] = time.monotonic() - t0
+        await first
+        # a cancelled request is aborted in the engine, which then goes idle
+        doomed = asyncio.ensure_future(policy.generate([_episode()], long))
+        await asyncio.sleep(0.3)
+        doomed.cancel()
+        await asyncio.gather(doomed, return_exceptions=True)
+        await policy.generate([_episode()], short)
+        done["idle_after_cancel"] = not policy._by_id and not policy._active
+        return done
+
+    out["race"] = asyncio.run(race())
     try:
         gen([Conversation([Message("user", "<image>" * 6, [_image(28, 28, 5)] * 6)])], greedy)
         out["six_images"] = None
@@ -206,6 +255,27 @@ def test_generate_with_images_n_samples_and_seeds(engine_results):
     assert [c["token_ids"] for c in r["other_seed"][0]] != [c["token_ids"] for c in sampled]
     # a conversation's prompt is the same whatever else shares the batch
     assert len({c["prompt_tokens"] for c in sampled} | {plain[0]["prompt_tokens"]}) == 1
+
+
+@pytest.mark.vllm
+def test_every_sampling_field_is_honoured_regex_included(engine_results):
+    """Regression: the engine dropped `regex` silently (structured output ignored)."""
+    import re
+
+    assert engine_results["changed_fields"] == []  # each field reaches vLLM's sampling params
+    (samples,) = engine_results["regex"]
+    assert len(samples) == 3
+    for c in samples:
+        assert re.fullmatch(REGEX, c["text"]), c["text"]
+    (free,) = engine_results["no_regex"]
+    assert not any(re.fullmatch(REGEX, c["text"]) for c in free)
+
+
+@pytest.mark.vllm
+def test_requests_are_answered_as_they_finish_not_batch_by_batch(engine_results):
+    race = engine_results["race"]
+    assert race["short"] < race["long"], race  # the short one did not wait for the long one
+    assert race["idle_after_cancel"]
 
 
 @pytest.mark.vllm

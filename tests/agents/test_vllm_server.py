@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import gc
 import io
 import logging
@@ -29,6 +30,7 @@ from vigorl_agents.backends.openai_messages import (
     ImageURLCache,
     chat_template_flags,
     encode_image,
+    image_uuid,
     to_openai_messages,
 )
 from vigorl_agents.policy import Conversation, Message, Policy, SamplingParams
@@ -119,7 +121,7 @@ def test_data_urls_are_lossless_png():
         encode_image(FULL, "gif")
 
 
-def test_image_cache_encodes_each_image_once_and_forgets_dead_images():
+def test_image_cache_encodes_each_content_once_and_forgets_dead_images():
     cache = ImageURLCache()
     img = Image.fromarray(_image(56, 56, 4))
     arr = _image(56, 56, 5)
@@ -131,18 +133,47 @@ def test_image_cache_encodes_each_image_once_and_forgets_dead_images():
             again[0]["content"][0]["image_url"]["url"] is first[0]["content"][0]["image_url"]["url"]
         )
     assert (cache.misses, cache.hits, len(cache)) == (2, 6, 2)
-    # an equal-looking but different object is a miss, not a stale hit
+    # every part names its image by content: equal pixels, equal id, whatever the object
+    ids = [p["uuid"] for p in first[0]["content"]]
+    assert ids == [image_uuid(img), image_uuid(arr)] and ids[0] != ids[1]
+    assert image_uuid(Image.fromarray(arr)) == ids[1] == cache.uuid(arr.copy())
+    assert cache.get(arr.copy()) is first[0]["content"][1]["image_url"]["url"]  # no new encoding
+    # a different image is never a stale hit
     other = arr.copy()
     other[0, 0] = 255 - other[0, 0]
-    assert cache.get(other) == encode_image(other) != cache.get(arr)
-    del img, conv, first, again, other
+    assert cache.uuid(other) != ids[1] and cache.get(other) == encode_image(other)
+    # an image the endpoint holds travels as a reference only
+    held = to_openai_messages(conv, cache=cache, held={ids[0]}.__contains__)[0]["content"]
+    assert held[0] == {"type": "image_url", "image_url": None, "uuid": ids[0]}
+    assert held[1]["image_url"]["url"] == encode_image(arr)
+    n_ids = len(cache._ids)
+    del img, conv, first, again, other, held
     gc.collect()
-    assert len(cache) == 1  # only `arr` is alive
+    assert len(cache._ids) < n_ids  # ids of dead objects are forgotten
     small = ImageURLCache(max_bytes=1)  # the byte budget evicts least recently used entries
     a, b = _image(28, 28, 6), _image(28, 28, 7)
     small.get(a)
     small.get(b)
     assert len(small) == 1
+
+
+def test_every_sampling_field_changes_the_request():
+    """A setting is sent or refused, never dropped (regex included): changing any field of
+    `SamplingParams` from its default changes the request body."""
+    policy = VLLMServerPolicy(["http://127.0.0.1:9/v1"], "m")
+    base = SamplingParams()
+    changed = {
+        "n": 3, "temperature": 0.9, "top_p": 0.5, "top_k": 7, "max_tokens": 9, "stop": ("x",),
+        "seed": 11, "logprobs": True, "regex": "a+",
+    }  # fmt: skip
+    assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
+    body0 = policy.request_body(_episode(), base)
+    for name, value in changed.items():
+        body = policy.request_body(_episode(), base.with_(**{name: value}))
+        assert body != body0, name
+    regex = policy.request_body(_episode(), base.with_(regex="a+"))
+    assert regex["extra_body"]["structured_outputs"] == {"regex": "a+"}
+    asyncio.run(policy.aclose())
 
 
 def test_request_body_asks_vllm_for_what_spec_needs():
@@ -302,8 +333,8 @@ def test_multi_image_episode_and_image_token_accounting(policy, loop):
     bigger = Image.fromarray(_image(224, 224, 9))
     (o1,), (o2,) = _gen(loop, policy, [_episode(), _episode(bigger)], SAMPLE.with_(max_tokens=1))
     assert o2.prompt_tokens - o1.prompt_tokens == 64 - 56
-    assert o1.prompt_tokens == c.prompt_tokens
-    assert policy.image_cache.hits >= 3  # FULL, CROP1, CROP2 were encoded once
+    assert o1.prompt_tokens == c.prompt_tokens  # FULL, CROP1, CROP2 referred to by id this time
+    assert policy.stats["images_referenced"] >= 3
 
 
 @pytest.mark.vllm
@@ -384,6 +415,122 @@ def test_refusals_raise_at_once_naming_the_endpoint(policy, loop, vllm_server):
         _gen(loop, policy, [six], SAMPLE)
     assert info.value.status_code == 400
     assert time.monotonic() - t0 < 10  # no retries on 4xx
+
+
+def _grow(conv: Conversation, text: str, seed: int) -> None:
+    """Append an assistant turn and an observation with a new crop (an episode's next turn)."""
+    conv.messages.append(Message("assistant", text))
+    conv.messages.append(Message("user", OBSERVATION_TEXT_NO_DOT, [_image(112, 112, seed)]))
+
+
+def _fresh_episode(seed: int) -> Conversation:
+    return Conversation(
+        [
+            Message("system", "You are a helpful assistant."),
+            Message(
+                "user", "<image>\nWhere is the mug?", [Image.fromarray(_image(196, 224, seed))]
+            ),
+        ]
+    )
+
+
+GREEDY = SamplingParams(temperature=0, max_tokens=4, stop=(), seed=None)
+
+
+@pytest.mark.vllm
+def test_each_image_is_sent_once_and_then_referred_to_by_id(vllm_server, loop):
+    policy = VLLMServerPolicy(vllm_server.base_url, TINY_SERVED_NAME)
+    control = VLLMServerPolicy(vllm_server.base_url, TINY_SERVED_NAME, refer_images=False)
+    conv = _fresh_episode(9001)
+    for turn in range(3):
+        (ours,) = _gen(loop, policy, [conv], GREEDY)
+        # after turn t, t + 1 images were sent once each and t(t + 1)/2 were referred to
+        assert policy.stats["images_sent"] == turn + 1
+        assert policy.stats["images_referenced"] == turn * (turn + 1) // 2
+        # the server resolved every reference to the very image: same prompt, same greedy answer
+        (full,) = _gen(loop, control, [conv], GREEDY)
+        assert ours[0].prompt_tokens == full[0].prompt_tokens
+        assert ours[0].token_ids == full[0].token_ids
+        _grow(conv, "<think> Closer (60, 40). </think>", 9100 + turn)
+    assert control.stats["images_referenced"] == 0 and policy.stats["cache_miss_resends"] == 0
+    loop.run_until_complete(policy.aclose())
+    loop.run_until_complete(control.aclose())
+
+
+@pytest.mark.vllm
+def test_an_image_the_server_evicted_is_sent_again(vllm_server, loop):
+    """The server forgets images (its cache is bounded, it may restart): a reference it cannot
+    resolve is answered 400 "Cache miss", and the request goes again with the image data."""
+    import httpx
+
+    policy = VLLMServerPolicy(vllm_server.base_url, TINY_SERVED_NAME)
+    control = VLLMServerPolicy(vllm_server.base_url, TINY_SERVED_NAME, refer_images=False)
+    conv = _fresh_episode(9201)
+    _gen(loop, policy, [conv], GREEDY)
+    _grow(conv, "<think> Closer (60, 40). </think>", 9202)
+    r = httpx.post(vllm_server.root_url + "/reset_mm_cache", timeout=60)
+    if r.status_code == 404:
+        pytest.skip("the server was started without VLLM_SERVER_DEV_MODE=1 (no cache reset)")
+    r.raise_for_status()
+    # what the fallback must recover from: the reference alone is refused
+    held = policy._endpoints[0].held
+    body = policy.request_body(conv, GREEDY, held)
+    (frame,) = [p for p in body["messages"][1]["content"] if p["type"] == "image_url"]
+    assert frame["image_url"] is None
+    with pytest.raises(openai.BadRequestError, match=r"(?i)cache miss"):
+        loop.run_until_complete(policy._endpoints[0].client.chat.completions.create(**body))
+    (ours,) = _gen(loop, policy, [conv], GREEDY)
+    (full,) = _gen(loop, control, [conv], GREEDY)
+    assert ours[0].token_ids == full[0].token_ids
+    assert policy.stats["cache_miss_resends"] == 1
+    assert policy.stats["requests"] == 2  # the resend is part of the same request
+    # the resend put the images back: the next turn refers to them again
+    _grow(conv, "<think> Closer (50, 30). </think>", 9203)
+    _gen(loop, policy, [conv], GREEDY)
+    assert policy.stats["cache_miss_resends"] == 1 and policy.stats["images_referenced"] == 2
+    loop.run_until_complete(policy.aclose())
+    loop.run_until_complete(control.aclose())
+
+
+class _Routed(VLLMServerPolicy):
+    """Records which endpoint each conversation's requests went to."""
+
+    def __init__(self, *a, **kw):
+        super().__init__(*a, **kw)
+        self.routes: list[tuple[str, str]] = []
+
+    async def _create(self, ep, body):
+        (frame,) = [p for p in body["messages"][1]["content"] if p["type"] == "image_url"]
+        self.routes.append((frame["uuid"], ep.url))
+        return await super()._create(ep, body)
+
+
+@pytest.mark.vllm
+def test_episodes_stay_on_the_endpoint_that_holds_their_images(
+    vllm_server, spare_vllm_server, loop
+):
+    if not spare_vllm_server.healthy():  # the failover test kills it
+        pytest.skip("the spare server is gone")
+    policy = _Routed([vllm_server.base_url, spare_vllm_server.base_url], TINY_SERVED_NAME)
+    convs = [_fresh_episode(9300 + i) for i in range(6)]
+
+    async def episode(i: int, conv: Conversation) -> None:
+        for turn in range(3):
+            await policy.generate([conv], GREEDY)
+            _grow(conv, "<think> Closer (60, 40). </think>", 9400 + 10 * i + turn)
+
+    async def run():
+        await asyncio.gather(*(episode(i, c) for i, c in enumerate(convs)))
+
+    loop.run_until_complete(run())
+    loop.run_until_complete(policy.aclose())
+    by_episode: dict[str, set[str]] = {}
+    for frame, url in policy.routes:
+        by_episode.setdefault(frame, set()).add(url)
+    assert len(by_episode) == 6 and all(len(urls) == 1 for urls in by_episode.values())
+    assert len({url for urls in by_episode.values() for url in urls}) == 2  # both share the load
+    assert policy.stats["cache_miss_resends"] == 0
+    assert policy.stats["images_sent"] == 6 * 3  # each frame and crop once
 
 
 @pytest.mark.vllm

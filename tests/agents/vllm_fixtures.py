@@ -58,6 +58,7 @@ def vllm_servers(
             limit_images=SERVER_LIMIT_IMAGES,
             max_num_seqs=16,
             log_file=logs / f"{name}.log",
+            env={"VLLM_SERVER_DEV_MODE": "1"},  # cache-reset endpoints (image-reference tests)
         )
         for name in ("primary", "spare")
     ]

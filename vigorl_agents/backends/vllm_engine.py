@@ -1,18 +1,25 @@
 """Policy over an in-process `vllm.LLM` engine (no server; the engine GRPO pushes weights into).
 
-A batch of conversations — each with its own images, sampling settings and maybe a forced prefix
-— is rendered by vLLM's own chat pipeline (`LLM.enqueue_chat`, the offline twin of the server's
-chat endpoint) and run in one engine loop (`wait_for_completion`), so prefix and no-prefix
-conversations share the batch. Images go in as PIL objects (`image_pil` parts): no PNG round trip.
-`vllm.LLM` is synchronous, so `generate` runs it in a worker thread behind a lock; the event loop
-stays free for the envs.
+The engine runs continuously in one worker thread: conversations are rendered by vLLM's own chat
+pipeline (`LLM.enqueue_chat`, the offline twin of the server's chat endpoint) and added to the
+running engine as soon as they are asked for, and each request's result is handed back the moment
+it finishes (`LLMEngine.step`), so an episode whose turn ended early steps its env and asks again
+while the others are still decoding — the engine batches whatever is in flight, as a vLLM server
+does (`continuous_batching`). Prefix and no-prefix conversations share the engine. Images go in as
+PIL objects (`image_pil` parts, no PNG round trip) with their content id (`uuid`), so vLLM hashes
+each image once per episode instead of once per turn, and equal frames of the n episodes of one
+sample share vLLM's processed-image cache. The event loop stays free for the envs.
+
+Every field of `SamplingParams` is honoured (`regex` through vLLM's structured outputs); a field
+this backend does not know raises instead of being dropped.
 
 Weights: `load_weights` pushes Hugging Face-named tensors into the running engine through vLLM's
-worker `reload_weights` (vLLM ≥ 0.2x; checked on 0.32) and then drops every cache derived from the
-old weights (prefix KV blocks, vision-encoder outputs), so the next `generate` sees only the new
-model. With `VLLM_ENABLE_V1_MULTIPROCESSING=0` (`multiprocessing=False`) the engine core lives in
-this process and the tensors are handed over as they are; otherwise vLLM serializes them to its
-engine-core process (fine for small models; large ones want vLLM's NCCL weight transfer).
+worker `reload_weights` (vLLM ≥ 0.2x; checked on 0.32) once the requests in flight have finished
+(new ones wait), and then drops every cache derived from the old weights (prefix KV blocks,
+vision-encoder outputs), so the next request sees only the new model. With
+`VLLM_ENABLE_V1_MULTIPROCESSING=0` (`multiprocessing=False`) the engine core lives in this process
+and the tensors are handed over as they are; otherwise vLLM serializes them to its engine-core
+process (fine for small models; large ones want vLLM's NCCL weight transfer).
 
 vllm is imported when the policy is constructed, never at module import.
 """
@@ -20,6 +27,8 @@ vllm is imported when the policy is constructed, never at module import.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import dataclasses
 import json
 import logging
 import os
@@ -33,7 +42,7 @@ import numpy as np
 from PIL import Image
 
 from vigorl_agents.backends.launcher import is_cpu_build
-from vigorl_agents.backends.openai_messages import chat_template_flags
+from vigorl_agents.backends.openai_messages import ImageURLCache, chat_template_flags
 from vigorl_agents.policy import (
     Completion,
     Conversation,
@@ -48,14 +57,69 @@ ENGINE = "vllm.LLM (in-process)"
 """What `PolicyRequestError.endpoint` names for engine-side refusals."""
 
 
-def _image_pil_part(image: Any) -> dict[str, Any]:
-    img = Image.fromarray(np.asarray(image)) if isinstance(image, np.ndarray) else image
-    return {"type": "image_pil", "image_pil": img}
+def engine_messages(conv: Conversation, ids: ImageURLCache | None = None) -> list[dict[str, Any]]:
+    """Like `to_openai_messages` (the same builder), with PIL image parts instead of data URLs;
+    with `ids`, each part carries the image's content id (`uuid`)."""
+
+    def part(image: Any) -> dict[str, Any]:
+        img = Image.fromarray(np.asarray(image)) if isinstance(image, np.ndarray) else image
+        out: dict[str, Any] = {"type": "image_pil", "image_pil": img}
+        if ids is not None:
+            out["uuid"] = ids.uuid(image)
+        return out
+
+    return conv.chat_messages(part)
 
 
-def engine_messages(conv: Conversation) -> list[dict[str, Any]]:
-    """Like `to_openai_messages` (the same builder), with PIL image parts instead of data URLs."""
-    return conv.chat_messages(_image_pil_part)
+def engine_sampling_params(vllm: Any, params: SamplingParams) -> Any:
+    """`params` as vLLM's `SamplingParams` (stop strings kept in the text), every field mapped.
+
+    A field of `SamplingParams` this function does not know raises `NotImplementedError`: a
+    setting is honoured or refused, never dropped.
+    """
+    known = {"n", "temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "logprobs",
+             "regex"}  # fmt: skip
+    unknown = [f.name for f in dataclasses.fields(params) if f.name not in known]
+    if unknown:
+        raise NotImplementedError(f"the vLLM engine backend cannot honour {unknown}")
+    structured = None
+    if params.regex is not None:
+        structured = vllm.sampling_params.StructuredOutputsParams(regex=params.regex)
+    return vllm.SamplingParams(
+        n=params.n,
+        temperature=params.temperature,
+        top_p=params.top_p,
+        top_k=params.top_k,
+        max_tokens=params.max_tokens,
+        stop=list(params.stop),
+        seed=params.seed,
+        logprobs=0 if params.logprobs else None,
+        structured_outputs=structured,
+        include_stop_str_in_output=True,
+        skip_special_tokens=True,
+    )
+
+
+@dataclasses.dataclass(eq=False)
+class _Job:
+    """One conversation's request, from `submit` to its result."""
+
+    messages: list[dict[str, Any]]
+    flags: dict[str, bool]
+    params: SamplingParams
+    future: concurrent.futures.Future
+    ids: tuple[str, ...] = ()  # vLLM's internal and external request ids, once added
+    retried: bool = False
+
+
+def _deliver(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+    try:
+        if error is not None:
+            job.future.set_exception(error)
+        else:
+            job.future.set_result(result)
+    except concurrent.futures.InvalidStateError:  # cancelled by its caller meanwhile
+        pass
 
 
 class VLLMEnginePolicy:
@@ -73,6 +137,9 @@ class VLLMEnginePolicy:
     RNGs, lowers torch's thread count and pins OpenMP threads to cores. Tests therefore run
     the engine in a child process.
     """
+
+    continuous_batching = True
+    """Send each conversation's request as soon as it is asked for: the engine batches itself."""
 
     def __init__(
         self,
@@ -121,7 +188,16 @@ class VLLMEnginePolicy:
             self._client_errors += (VLLMClientError,)
         except ImportError:  # older vLLM: plain ValueErrors
             pass
-        self._lock = threading.Lock()
+        self.image_ids = ImageURLCache()  # content ids only (no encoding)
+        self._lock = threading.Lock()  # the engine: its thread, load_weights, close
+        self._cond = threading.Condition()  # the queues below
+        self._incoming: list[_Job] = []
+        self._aborts: list[_Job] = []
+        self._active: set[_Job] = set()  # taken by the engine thread, not yet finished
+        self._by_id: dict[str, _Job] = {}  # engine thread only
+        self._paused = 0
+        self._closed = False
+        self._thread: threading.Thread | None = None
         self._checkpoint_names = checkpoint_tensor_names(self.model)
         self.weight_version = 0
 
@@ -134,13 +210,63 @@ class VLLMEnginePolicy:
         per_conv = params_per_conversation(params, len(conversations))
         if not conversations:
             return []
-        return await asyncio.to_thread(self.generate_sync, list(conversations), per_conv)
+        futures = self.submit(conversations, per_conv)
+        return list(await asyncio.gather(*(asyncio.wrap_future(f) for f in futures)))
+
+    def generate_sync(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams | Sequence[SamplingParams],
+    ) -> list[list[Completion]]:
+        """`generate` for callers without an event loop (blocks until every result is in)."""
+        per_conv = params_per_conversation(params, len(conversations))
+        return [f.result() for f in self.submit(conversations, per_conv)]
+
+    def submit(
+        self, conversations: Sequence[Conversation], params: Sequence[SamplingParams]
+    ) -> list[concurrent.futures.Future]:
+        """Queue the conversations for the engine thread; one future per conversation, holding
+        its list of `n` completions. Cancelling a future aborts its request."""
+        for p in params:  # refuse before anything is queued
+            try:
+                engine_sampling_params(self._vllm, p)
+            except self._client_errors as exc:
+                raise PolicyRequestError(ENGINE, None, str(exc)) from exc
+        jobs = [
+            _Job(
+                engine_messages(c, self.image_ids),
+                chat_template_flags(c),
+                p,
+                concurrent.futures.Future(),
+            )
+            for c, p in zip(conversations, params, strict=True)
+        ]
+        with self._cond:
+            if self._closed or self.llm is None:
+                raise RuntimeError("VLLMEnginePolicy is closed")
+            self._incoming.extend(jobs)
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="vllm-engine", daemon=True)
+                self._thread.start()
+            self._cond.notify_all()
+        for job in jobs:
+            job.future.add_done_callback(lambda f, j=job: f.cancelled() and self._abort(j))
+        return [job.future for job in jobs]
 
     async def aclose(self) -> None:
         await asyncio.to_thread(self.close)
 
     def close(self) -> None:
-        """Shut the engine down (frees its memory; later calls fail)."""
+        """Stop the engine thread and shut the engine down (frees its memory; later calls fail).
+        Requests still queued or running fail with RuntimeError."""
+        with self._cond:
+            self._closed = True
+            left, self._incoming = self._incoming + list(self._active), []
+            self._cond.notify_all()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join()
+        for job in left:
+            _deliver(job, error=RuntimeError("VLLMEnginePolicy is closed"))
         with self._lock:
             llm = getattr(self, "llm", None)
             if llm is None:
@@ -152,61 +278,112 @@ class VLLMEnginePolicy:
 
     # ------------------------------------------------------------- generation
     def sampling_params(self, params: SamplingParams) -> Any:
-        """Our settings as vLLM's `SamplingParams` (stop strings kept in the text)."""
-        return self._vllm.SamplingParams(
-            n=params.n,
-            temperature=params.temperature,
-            top_p=params.top_p,
-            top_k=params.top_k,
-            max_tokens=params.max_tokens,
-            stop=list(params.stop),
-            seed=params.seed,
-            logprobs=0 if params.logprobs else None,
-            include_stop_str_in_output=True,
-            skip_special_tokens=True,
-        )
+        """Our settings as vLLM's `SamplingParams` (`engine_sampling_params`)."""
+        return engine_sampling_params(self._vllm, params)
 
-    def generate_sync(
-        self, conversations: Sequence[Conversation], params: Sequence[SamplingParams]
-    ) -> list[list[Completion]]:
-        """The blocking body of `generate`."""
-        groups: dict[bool, list[int]] = {}
-        for i, conv in enumerate(conversations):
-            groups.setdefault(bool(conv.assistant_prefix), []).append(i)
-        with self._lock:
-            if self.llm is None:
-                raise RuntimeError("VLLMEnginePolicy is closed")
-            ids: dict[str, int] = {}
+    def _abort(self, job: _Job) -> None:
+        with self._cond:
+            self._aborts.append(job)
+            self._cond.notify_all()
+
+    def _run(self) -> None:
+        """The engine thread: add what was submitted, step, hand out what finished."""
+        while True:
+            with self._cond:
+                while not (
+                    self._closed
+                    or self._aborts
+                    or self._by_id
+                    or (self._incoming and not self._paused)
+                ):
+                    self._cond.wait()
+                if self._closed:
+                    return
+                jobs: list[_Job] = []
+                if not self._paused:
+                    jobs, self._incoming = self._incoming, []
+                    self._active.update(jobs)
+                aborts, self._aborts = self._aborts, []
             try:
-                for indices in groups.values():
-                    flags = chat_template_flags(conversations[indices[0]])
-                    added = self.llm.enqueue_chat(
-                        [engine_messages(conversations[i]) for i in indices],
-                        [self.sampling_params(params[i]) for i in indices],
-                        use_tqdm=False,
-                        **flags,
-                    )
-                    ids.update(zip(added, indices, strict=True))
-                    # vLLM returns its internal id ("7-1a2b3c4d"); outputs carry the external "7"
-                    ids.update(
-                        (rid.rsplit("-", 1)[0], i) for rid, i in zip(added, indices, strict=True)
-                    )
-            except Exception as exc:  # rendering refused a conversation (images, length, ...)
-                if ids:
-                    self.llm.llm_engine.abort_request([r for r in ids if "-" in r], internal=True)
-                if isinstance(exc, self._client_errors):
-                    raise PolicyRequestError(ENGINE, None, str(exc)) from exc
-                raise
-            outputs = self.llm.wait_for_completion(use_tqdm=False)
-        results: list[list[Completion] | None] = [None] * len(conversations)
-        for out in outputs:
-            index = ids.get(out.request_id)
-            if index is not None:
-                results[index] = _completions(out)
-        missing = [i for i, r in enumerate(results) if r is None]
-        if missing:
-            raise RuntimeError(f"vLLM engine returned no output for conversations {missing}")
-        return results  # type: ignore[return-value]
+                with self._lock:
+                    self._abort_jobs(aborts)
+                    for job in jobs:
+                        self._add(job)
+                    outputs = self.llm.llm_engine.step() if self._by_id else []
+                for out in outputs:
+                    if out.finished:
+                        self._finish(out)
+            except Exception as exc:  # the engine itself failed: every request in flight fails
+                log.exception("the vLLM engine failed; failing its %d requests", len(self._by_id))
+                self._fail_all(exc)
+
+    def _add(self, job: _Job) -> None:
+        if job.future.cancelled():
+            self._done(job)
+            return
+        try:
+            (rid,) = self.llm.enqueue_chat(
+                [job.messages],
+                [self.sampling_params(job.params)],
+                use_tqdm=False,
+                **job.flags,
+            )
+        except Exception as exc:  # rendering refused the conversation (images, length, ...)
+            if isinstance(exc, self._client_errors):
+                exc = PolicyRequestError(ENGINE, None, str(exc))
+            self._done(job, error=exc)
+            return
+        # vLLM returns its internal id ("7-1a2b3c4d"); outputs carry the external "7"
+        job.ids = (rid, rid.rsplit("-", 1)[0])
+        for i in job.ids:
+            self._by_id[i] = job
+
+    def _finish(self, out: Any) -> None:
+        job = self._by_id.get(out.request_id)
+        if job is None:
+            return
+        error = getattr(out, "error", None)
+        if error is not None and error.retryable and not job.retried:
+            # e.g. vLLM's front-end and engine image caches drifted apart: the front end has
+            # dropped the stale entries, so the same request (images included) goes through now
+            log.info("vLLM engine asks to retry request %s (%s)", out.request_id, error.message)
+            self._forget(job)
+            job.retried = True
+            self._add(job)
+            return
+        if error is not None:
+            self._done(job, error=RuntimeError(f"vLLM engine: {error.code}: {error.message}"))
+        else:
+            self._done(job, _completions(out))
+
+    def _done(self, job: _Job, result: Any = None, error: BaseException | None = None) -> None:
+        self._forget(job)
+        with self._cond:
+            self._active.discard(job)
+            if not self._active:
+                self._cond.notify_all()  # load_weights waits for an idle engine
+        _deliver(job, result, error)  # last: whoever gets it sees the engine's state after it
+
+    def _forget(self, job: _Job) -> None:
+        for i in job.ids:
+            self._by_id.pop(i, None)
+        job.ids = ()
+
+    def _abort_jobs(self, jobs: Sequence[_Job]) -> None:
+        internal = [job.ids[0] for job in jobs if job.ids]
+        if internal:
+            self.llm.llm_engine.abort_request(internal, internal=True)
+        for job in jobs:
+            if job in self._active:
+                self._done(job, error=concurrent.futures.CancelledError())
+
+    def _fail_all(self, exc: BaseException) -> None:
+        for job in {*self._by_id.values()}:
+            self._done(job, error=exc)
+        with self._cond:
+            stuck = list(self._active)
+        for job in stuck:  # taken but never added
+            self._done(job, error=exc)
 
     # ---------------------------------------------------------------- weights
     def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
@@ -216,29 +393,44 @@ class VLLMEnginePolicy:
         and fuses q/k/v and gate/up projections, and a module given only part of its tensors
         comes back partly undefined (checked on 0.32: reloading `q_proj.weight` alone, even
         with its own values, changes the output). Such partial updates raise ValueError
-        (`check_complete_modules`). Waits for in-flight generation (same lock), then drops every
-        cache computed from the old weights (prefix KV blocks, vision-encoder outputs).
+        (`check_complete_modules`). Waits until the requests in flight have finished (requests
+        submitted meanwhile wait for the new weights), then drops every cache computed from the
+        old weights (prefix KV blocks, vision-encoder outputs).
         """
         weights = list(named_tensors)  # may cross a process boundary: no generators
         check_complete_modules((name for name, _ in weights), self._checkpoint_names)
-        with self._lock:
-            if self.llm is None:
+        with self._cond:
+            if self._closed:
                 raise RuntimeError("VLLMEnginePolicy is closed")
-            self.llm.collective_rpc(
-                "reload_weights",
-                kwargs={"weights_iterator": weights, "is_checkpoint_format": True},
-            )
-            # reload_weights clears the worker-side encoder and multimodal caches only; the
-            # scheduler and the front end would still believe in them ("Encoder cache miss").
-            # Reset each cache end to end, and drop KV blocks computed with the old weights.
-            engine = self.llm.llm_engine
-            engine.reset_encoder_cache()
-            engine.reset_mm_cache()
-            if not self.llm.reset_prefix_cache():
-                log.warning("vLLM did not reset its prefix cache after a weight update")
-            self.weight_version += 1
+            self._paused += 1
+            while self._active:
+                self._cond.wait()
+        try:
+            with self._lock:
+                self._reload(weights)
+        finally:
+            with self._cond:
+                self._paused -= 1
+                self._cond.notify_all()
         log.info("loaded %d tensors into the vLLM engine (weight version %d)", len(weights),
                  self.weight_version)  # fmt: skip
+
+    def _reload(self, weights: list[tuple[str, Any]]) -> None:
+        if self.llm is None:
+            raise RuntimeError("VLLMEnginePolicy is closed")
+        self.llm.collective_rpc(
+            "reload_weights",
+            kwargs={"weights_iterator": weights, "is_checkpoint_format": True},
+        )
+        # reload_weights clears the worker-side encoder and multimodal caches only; the
+        # scheduler and the front end would still believe in them ("Encoder cache miss").
+        # Reset each cache end to end, and drop KV blocks computed with the old weights.
+        engine = self.llm.llm_engine
+        engine.reset_encoder_cache()
+        engine.reset_mm_cache()
+        if not self.llm.reset_prefix_cache():
+            log.warning("vLLM did not reset its prefix cache after a weight update")
+        self.weight_version += 1
 
 
 _FUSED_SIBLINGS = {

@@ -1,7 +1,18 @@
 """Policy over one or more vLLM OpenAI-compatible servers (async, load-balanced, retried).
 
 One chat-completions request per conversation (its `n` samples share the prompt's prefill), sent
-to the endpoint with the fewest requests in flight. Connection errors, timeouts and 5xx answers
+as soon as the conversation asks (`continuous_batching`: the server batches concurrent requests
+itself, so the rollout loop does not hold requests back to group them). Request bodies are built
+inline on the event loop (a few milliseconds; a worker thread would make them queue for the
+interpreter lock), except the PNG encoding of large new images, which runs in a thread.
+
+Images are sent once per endpoint: each carries its content id (`uuid`), and a later request to an
+endpoint that has answered a request with that image refers to it by id (vLLM's multimodal
+processor cache). When the server has evicted it (400 "Cache miss"), the request is sent again at
+once with the image data, and the endpoint forgets the id. A conversation goes to the endpoint that
+holds its images (episode-to-endpoint affinity) unless that endpoint is down or has
+`affinity_slack` more requests in flight than the least-loaded one; otherwise to the endpoint with
+the fewest requests in flight. Connection errors, timeouts and 5xx answers
 are retried with exponential backoff, on another endpoint when one is healthy, so a server that
 dies mid-batch costs latency, not episodes. A 4xx answer is the caller's mistake (too many stop
 strings or images, a prompt longer than the model) and raises at once with the server's message.
@@ -17,7 +28,7 @@ server stops a run after minutes, loudly, instead of an hour in silence.
 vLLM request extensions used (vLLM ≥ 0.11; checked on 0.32): `top_k`,
 `include_stop_str_in_output`, `skip_special_tokens`, `return_token_ids`,
 `continue_final_message` / `add_generation_prompt` (forced prefix,
-docs/protocol.md#forced-final-answer), and the
+docs/protocol.md#forced-final-answer), `structured_outputs` (regex), image `uuid`s, and the
 `stop_reason` / `token_ids` fields of each returned choice.
 """
 
@@ -26,10 +37,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections import Counter, OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import openai
 
 from vigorl_agents.backends.openai_messages import (
@@ -40,6 +53,7 @@ from vigorl_agents.backends.openai_messages import (
 from vigorl_agents.policy import (
     Completion,
     Conversation,
+    ImageLike,
     PolicyRequestError,
     PolicyUnavailableError,
     SamplingParams,
@@ -47,6 +61,38 @@ from vigorl_agents.policy import (
 )
 
 log = logging.getLogger(__name__)
+
+CACHE_MISS = "cache miss"
+"""What vLLM's 400 answer says (case-insensitively) when a request refers to an image id it does
+not hold (0.32: "Cache miss for image at index 0 but data is not provided.")."""
+
+
+class _Held:
+    """Image ids an endpoint has processed, as far as this client knows (LRU, bounded)."""
+
+    def __init__(self, max_items: int = 65536) -> None:
+        self.max_items = max_items
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, uid: object) -> bool:
+        return uid in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, uids: Iterable[str]) -> None:
+        for uid in uids:
+            self._ids[uid] = None
+            self._ids.move_to_end(uid)
+        while len(self._ids) > self.max_items:
+            self._ids.popitem(last=False)
+
+    def discard(self, uids: Iterable[str]) -> None:
+        for uid in uids:
+            self._ids.pop(uid, None)
+
+    def clear(self) -> None:
+        self._ids.clear()
 
 
 @dataclass
@@ -56,6 +102,10 @@ class _Endpoint:
     in_flight: int = 0
     down_until: float = 0.0  # monotonic time before which it is not tried unless all are down
     failures: int = 0  # consecutive
+    held: _Held = field(default_factory=_Held)
+    refer: bool = True  # refer to held images by id (off if the server keeps no image cache)
+    references: int = 0
+    misses: int = 0
 
 
 def _retryable(exc: BaseException) -> bool:
@@ -77,14 +127,47 @@ def _server_message(exc: openai.APIStatusError) -> str:
     return str(exc.message)
 
 
+def _pixels(image: ImageLike) -> int:
+    if isinstance(image, np.ndarray):
+        return int(image.shape[0] * image.shape[1]) if image.ndim >= 2 else int(image.size)
+    return image.width * image.height
+
+
+def sampling_fields(params: SamplingParams) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(top-level, `extra_body`) request fields for every field of `params` (each one is sent;
+    tests check that changing any field changes the request)."""
+    if params.n > 1 and params.temperature == 0:  # SamplingParams refuses it; belt and braces
+        raise ValueError("n > 1 with temperature 0 gives identical samples")
+    top: dict[str, Any] = {
+        "n": params.n,
+        "temperature": params.temperature,
+        "top_p": params.top_p,
+        "max_tokens": params.max_tokens,
+        "stop": list(params.stop),
+        "logprobs": params.logprobs,
+    }
+    extra: dict[str, Any] = {"top_k": params.top_k}
+    if params.seed is not None:
+        top["seed"] = params.seed
+    if params.regex is not None:
+        extra["structured_outputs"] = {"regex": params.regex}
+    return top, extra
+
+
 class VLLMServerPolicy:
     """`Policy` backed by vLLM servers at `endpoints` (base URLs such as http://127.0.0.1:8000/v1).
 
     `max_concurrency` bounds the requests in flight over all endpoints together. Each request is
     tried at most `1 + max_retries` times; after its k-th consecutive failure an endpoint backs off
     `backoff[0] * 2**(k-1)` seconds, at most `backoff[1]` (defaults 1, 2, 4 s). `timeout` is the
-    limit of one attempt, in seconds.
+    limit of one attempt, in seconds. `refer_images=False` sends every image in full with every
+    request (for a server started without its multimodal processor cache). New images of more
+    than `thread_encode_pixels` pixels in all are hashed and PNG-encoded in a worker thread.
+    `stats` counts requests, images sent in full, images referred to by id and cache-miss resends.
     """
+
+    continuous_batching = True
+    """Send each conversation's request as soon as it is asked for: the server batches itself."""
 
     def __init__(
         self,
@@ -97,13 +180,18 @@ class VLLMServerPolicy:
         timeout: float = 120.0,
         api_key: str = "EMPTY",
         image_format: str = "png",
+        refer_images: bool = True,
+        affinity_slack: int = 8,
+        thread_encode_pixels: int = 1_000_000,
     ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise ValueError("VLLMServerPolicy needs at least one endpoint")
-        if max_concurrency < 1 or max_retries < 0:
-            raise ValueError("max_concurrency must be >= 1 and max_retries >= 0")
+        if max_concurrency < 1 or max_retries < 0 or affinity_slack < 0:
+            raise ValueError(
+                "max_concurrency must be >= 1, max_retries >= 0 and affinity_slack >= 0"
+            )
         if timeout <= 0 or backoff[0] < 0 or backoff[1] < backoff[0]:
             raise ValueError(
                 f"need timeout > 0 and 0 <= backoff[0] <= backoff[1], got {timeout}, {backoff}"
@@ -114,7 +202,11 @@ class VLLMServerPolicy:
         self.backoff = backoff
         self.image_format = image_format
         self.image_cache = ImageURLCache()
+        self.refer_images = refer_images
+        self.affinity_slack = affinity_slack
+        self.thread_encode_pixels = thread_encode_pixels
         self.max_concurrency = max_concurrency
+        self.stats: Counter[str] = Counter()
         self._client_kwargs = {"api_key": api_key, "timeout": timeout, "max_retries": 0}
         self._endpoints = [_Endpoint(url.rstrip("/"), self._client(url)) for url in endpoints]
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -154,6 +246,8 @@ class VLLMServerPolicy:
     ) -> list[list[Completion]]:
         per_conv = params_per_conversation(params, len(conversations))
         self._bind_loop()
+        if len(conversations) == 1:  # the rollout loop's case: no gather
+            return [await self._one(conversations[0], per_conv[0])]
         return list(
             await asyncio.gather(
                 *(self._one(c, p) for c, p in zip(conversations, per_conv, strict=True))
@@ -176,43 +270,47 @@ class VLLMServerPolicy:
         await self.aclose()
 
     # -------------------------------------------------------------- requests
-    def request_body(self, conv: Conversation, params: SamplingParams) -> dict[str, Any]:
-        """The keyword arguments of `chat.completions.create` for one conversation."""
-        if params.n > 1 and params.temperature == 0:  # SamplingParams refuses it; belt and braces
-            raise ValueError("n > 1 with temperature 0 gives identical samples")
-        body: dict[str, Any] = {
+    def request_body(
+        self, conv: Conversation, params: SamplingParams, held: _Held | None = None
+    ) -> dict[str, Any]:
+        """The keyword arguments of `chat.completions.create` for one conversation: every image
+        with its content id, in full, or as a reference where `held` (an endpoint's) has it."""
+        top, extra = sampling_fields(params)
+        return {
             "model": self.model,
             "messages": to_openai_messages(
-                conv, image_format=self.image_format, cache=self.image_cache
+                conv,
+                image_format=self.image_format,
+                cache=self.image_cache,
+                held=held.__contains__ if held is not None else None,
             ),
-            "n": params.n,
-            "temperature": params.temperature,
-            "top_p": params.top_p,
-            "max_tokens": params.max_tokens,
-            "stop": list(params.stop),
-            "logprobs": params.logprobs,
+            **top,
             "extra_body": {
-                "top_k": params.top_k,
+                **extra,
                 "include_stop_str_in_output": True,
                 "skip_special_tokens": True,
                 "return_token_ids": True,
                 **chat_template_flags(conv),
             },
         }
-        if params.seed is not None:
-            body["seed"] = params.seed
-        if params.regex is not None:
-            body["extra_body"]["structured_outputs"] = {"regex": params.regex}
-        return body
 
     async def _one(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
-        # Encoding a large uncached image takes a while: keep the event loop free meanwhile.
-        body = await asyncio.to_thread(self.request_body, conv, params)
+        images = conv.images
+        cache = self.image_cache
+        if sum(_pixels(i) for i in images if not cache.knows(i)) >= self.thread_encode_pixels:
+            # hashing a large new image takes a while: keep the event loop free meanwhile
+            uids = await asyncio.to_thread(lambda: [cache.uuid(i) for i in images])
+        else:
+            uids = [cache.uuid(i) for i in images]
         async with self._bind_loop():
-            response = await self._send(body)
+            response = await self._send(conv, params, images, uids)
         return _completions(response)
 
-    def _pick(self, avoid: _Endpoint | None) -> _Endpoint:
+    async def _create(self, ep: _Endpoint, body: dict[str, Any]) -> Any:
+        """One HTTP request (a seam for benchmarks that record what is sent)."""
+        return await ep.client.chat.completions.create(**body)
+
+    def _pick(self, uids: Sequence[str], avoid: _Endpoint | None) -> _Endpoint:
         now = time.monotonic()
         healthy = [ep for ep in self._endpoints if ep.down_until <= now]
         if avoid is not None and len(healthy) > 1:
@@ -221,38 +319,69 @@ class VLLMServerPolicy:
         self._rr += 1
         n = len(pool)
         # least in flight; ties broken round-robin so idle endpoints share the load evenly
-        return min((pool[(self._rr + i) % n] for i in range(n)), key=lambda ep: ep.in_flight)
+        least = min((pool[(self._rr + i) % n] for i in range(n)), key=lambda ep: ep.in_flight)
+        if n > 1 and uids and self.refer_images:
+            # affinity: the endpoint holding most of the conversation's images, unless busier
+            held = [(sum(u in ep.held for u in uids), ep) for ep in pool]
+            count, holder = max(held, key=lambda t: t[0])
+            if count and holder.in_flight <= least.in_flight + self.affinity_slack:
+                return holder
+        return least
 
-    async def _send(self, body: dict[str, Any]) -> Any:
+    async def _send(
+        self,
+        conv: Conversation,
+        params: SamplingParams,
+        images: Sequence[ImageLike],
+        uids: Sequence[str],
+    ) -> Any:
         attempts = 0
         last: _Endpoint | None = None
         tried: list[str] = []
+        resend: _Endpoint | None = None  # the endpoint that missed an image: send it all again
         while True:
-            ep = self._pick(avoid=last)
-            wait = ep.down_until - time.monotonic()
-            if wait > 0:  # every endpoint is backing off: wait for the first to come back
-                await asyncio.sleep(wait)
-            attempts += 1
+            if resend is not None:
+                ep, held = resend, None
+            else:
+                ep = self._pick(uids, avoid=last)
+                wait = ep.down_until - time.monotonic()
+                if wait > 0:  # every endpoint is backing off: wait for the first to come back
+                    await asyncio.sleep(wait)
+                attempts += 1
+                held = ep.held if self.refer_images and ep.refer else None
             if ep.url not in tried:
                 tried.append(ep.url)
+            refs = [u for u in uids if held is not None and u in held]
             ep.in_flight += 1
             try:
-                response = await ep.client.chat.completions.create(**body)
+                await self._encode_large(images, uids, refs)
+                body = self.request_body(conv, params, held)
+                response = await self._create(ep, body)
             except openai.APIStatusError as exc:
                 if not _retryable(exc):
-                    raise PolicyRequestError(
-                        ep.url, exc.status_code, _server_message(exc)
-                    ) from None
+                    message = _server_message(exc)
+                    if refs and exc.status_code == 400 and CACHE_MISS in message.lower():
+                        self._missed(ep, refs, message)
+                        resend = ep
+                        continue
+                    raise PolicyRequestError(ep.url, exc.status_code, message) from None
                 error: BaseException = exc
             except (TimeoutError, openai.APIConnectionError) as exc:
                 error = exc
             else:
                 ep.failures = 0
                 ep.down_until = 0.0
+                ep.held.add(uids)
+                ep.references += len(refs)
+                self.stats["requests"] += 1
+                self.stats["images_sent"] += len(uids) - len(refs)
+                self.stats["images_referenced"] += len(refs)
                 return response
             finally:
                 ep.in_flight -= 1
+            resend = None
             ep.failures += 1
+            ep.held.clear()  # a server that failed may have restarted with empty caches
             lo, hi = self.backoff
             delay = min(hi, lo * 2 ** (ep.failures - 1))
             ep.down_until = max(ep.down_until, time.monotonic() + delay)
@@ -269,6 +398,37 @@ class VLLMServerPolicy:
                 "vLLM request to %s failed (%s: %s); attempt %d/%d, that endpoint backs off %.1f s",
                 ep.url, type(error).__name__, error or "timed out", attempts,
                 self.max_retries + 1, delay,
+            )  # fmt: skip
+
+    async def _encode_large(
+        self, images: Sequence[ImageLike], uids: Sequence[str], refs: Sequence[str]
+    ) -> None:
+        """PNG-encode in a worker thread the images this request sends in full and that are not
+        encoded yet, if they are large (Pillow's encoder releases the interpreter lock); small
+        ones are encoded inline while the body is built, where a thread hop costs more."""
+        cache, fmt = self.image_cache, self.image_format
+        todo = [
+            i
+            for i, u in zip(images, uids, strict=True)
+            if u not in refs and not cache.has_url(u, fmt)
+        ]
+        if sum(_pixels(i) for i in todo) >= self.thread_encode_pixels:
+            await asyncio.to_thread(lambda: [cache.get(i, fmt) for i in todo])
+
+    def _missed(self, ep: _Endpoint, refs: Sequence[str], message: str) -> None:
+        """The endpoint no longer holds an image this request referred to: forget the request's
+        references there (the resend carries them in full); stop referring to images on an
+        endpoint that misses most of them (a server without its multimodal processor cache)."""
+        ep.held.discard(refs)
+        ep.misses += 1
+        self.stats["cache_miss_resends"] += 1
+        log.info("%s no longer holds an image (%s); resending it in full", ep.url, message)
+        if ep.refer and ep.misses >= 8 and 2 * ep.misses > ep.references:
+            ep.refer = False
+            log.warning(
+                "%s missed %d of %d image references (is its multimodal processor cache off?); "
+                "sending every image in full to it from now on",
+                ep.url, ep.misses, ep.references + ep.misses,
             )  # fmt: skip
 
 

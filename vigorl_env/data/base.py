@@ -68,7 +68,13 @@ class Sample:
 
 @runtime_checkable
 class Dataset(Protocol):
-    """A split of a benchmark: random access by index and by sample id."""
+    """A split of a benchmark: random access by index and by sample id.
+
+    Optional: a hashable `cache_key` attribute, equal for two dataset objects exactly when they
+    yield the same samples (same images) at every index; envs then share model frames across
+    dataset objects (`vigorl_env.env.FrameCache`). Without it, frames are shared only among envs
+    holding the same dataset object.
+    """
 
     name: str
     split: str

@@ -188,6 +188,12 @@ class UpstreamDataset:
     def answer_kind(self) -> AnswerKind:
         return self.spec.answer_kind
 
+    @property
+    def cache_key(self) -> tuple[str, str, str, str]:
+        """Equal for two loads of the same split file (same records, same images at every index),
+        so envs that each loaded it share model frames (`vigorl_env.env.FrameCache`)."""
+        return ("upstream", self.name, self.split, str(self.path))
+
     def __len__(self) -> int:
         return len(self._samples)
 

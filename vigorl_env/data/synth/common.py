@@ -55,6 +55,13 @@ class SynthDataset:
         self.size = None if size is None else int(size)
         self._id_re = re.compile(rf"^{re.escape(self.name)}-{split}-{self.dataset_seed}-(\d+)$")
 
+    @property
+    def cache_key(self) -> tuple[str, str, int]:
+        """Equal for two datasets that yield the same sample at every index (a sample is a pure
+        function of class, split, seed and index; `size` only bounds the indices), so envs of
+        separate dataset objects share model frames (`vigorl_env.env.FrameCache`)."""
+        return (f"{type(self).__module__}.{type(self).__qualname__}", self.split, self.dataset_seed)
+
     def __len__(self) -> int:
         return self.size if self.size is not None else UNLIMITED
 
