@@ -1,4 +1,4 @@
-"""Hostile multi-turn episodes on every procedural env id (docs/envs.md#step): several steps of
+"""Hostile multi-turn episodes on every env id (procedural, and real ids on a fixture DATA_ROOT) (docs/envs.md#step): several steps of
 hostile text, tool calls with hostile coordinates and forced-prefix paths never make `step` raise,
 and every info is sane (turn count, image count, crop inside the frame, prefix rules, no ground
 truth before the end, reward components that add up at the end).
@@ -29,8 +29,9 @@ GT_KEYS = {"ground_truth", "reward_components", "transcript", "end_reason", "gro
 
 
 @functools.cache
-def _env(env_id: str, k: int):
-    return gym.make(env_id, mode="multi_turn", size=2, **CONFIGS[k])
+def _env(env_id: str, k: int, data_root: str | None = None):
+    where = {"size": 2} if env_id in vigorl_env.PROCEDURAL_IDS else {"data_root": data_root}
+    return gym.make(env_id, mode="multi_turn", **where, **CONFIGS[k])
 
 
 HOSTILE_INT = st.one_of(
@@ -116,8 +117,10 @@ CONTINUE = st.builds(
 EPISODE = st.builds(lambda middle, last: [*middle, last], st.lists(CONTINUE, max_size=5), ACTION)
 
 
-def _run_episode(env_id: str, k: int, seed: int, actions: list[str]) -> None:
-    env = _env(env_id, k)
+def _run_episode(
+    env_id: str, k: int, seed: int, actions: list[str], data_root: str | None = None
+) -> None:
+    env = _env(env_id, k, data_root)
     cfg = CONFIGS[k]
     obs, info = env.reset(seed=seed)
     assert env.observation_space.contains(obs)
@@ -185,6 +188,25 @@ def test_hostile_multi_turn_episodes(env_id, k):
     @given(seed=st.integers(0, 1), actions=EPISODE)
     def run(seed, actions):
         _run_episode(env_id, k, seed, actions)
+
+    run()
+
+
+@pytest.mark.parametrize("env_id", vigorl_env.UPSTREAM_IDS)
+def test_hostile_multi_turn_episodes_on_real_ids(env_id, fixture_data_root):
+    """The same hostile episodes on every real benchmark id (fixture DATA_ROOT in the upstream
+    formats): the step code is shared, but frames, answer kinds and crop settings differ."""
+    root = str(fixture_data_root)
+
+    @settings(
+        max_examples=12,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
+        derandomize=True,
+    )
+    @given(seed=st.integers(0, 3), k=st.sampled_from(range(len(CONFIGS))), actions=EPISODE)
+    def run(seed, k, actions):
+        _run_episode(env_id, k, seed, actions, root)
 
     run()
 
