@@ -1,7 +1,8 @@
 """Hostile multi-turn episodes on every env id (procedural ids, and the real ids on a fixture
-DATA_ROOT; docs/envs.md#step): several steps of hostile text, tool calls with hostile coordinates and forced-prefix paths never make `step` raise,
-and every info is sane (turn count, image count, crop inside the frame, prefix rules, no ground
-truth before the end, reward components that add up at the end).
+DATA_ROOT; docs/envs.md#step): several steps of hostile text, tool calls with hostile coordinates
+and forced-prefix paths never make `step` raise, and every info is sane (turn count, image count,
+crop inside the frame, prefix rules, no ground truth before the end, reward components that add up
+at the end).
 
 Kept to a few seconds per env id: two configurations per id (a small image budget that reaches the
 forced prefix quickly, and a small turn budget), datasets of two samples, 25 examples.
