@@ -44,6 +44,11 @@ class TaskFamily:
         name = self.prompt_vanilla if variant == "vanilla" else self.prompt_grounded
         return load_prompt(name, newlines)
 
+    def mcts_prompt(self) -> str:
+        """The family's tree-search teacher prompt (one step per call; docs/mcts.md#teacher-prompt),
+        without the at-least-K-thoughts suffix the search appends per sample."""
+        return load_prompt(self.prompt_mcts)
+
 
 @dataclass(frozen=True)
 class BenchmarkSpec:
