@@ -237,6 +237,12 @@ def _question(rec: dict[str, Any]) -> str:
     return IMAGE_MARKER + q
 
 
+def _env_kwargs_of(rec: dict[str, Any]) -> dict[str, Any]:
+    """The env make kwargs a tree (or chain) was made with: `env_kwargs`, else `config.env_kwargs`."""
+    config = rec.get("config") if isinstance(rec.get("config"), dict) else {}
+    return dict(rec.get("env_kwargs") or config.get("env_kwargs") or {})
+
+
 class FrameSource:
     """Model frames of searched samples, rendered by the env that the search ran (one env per
     (env id, env split, kwargs), reset by sample id), checked against the tree's `frame`."""
@@ -268,7 +274,7 @@ class FrameSource:
     ) -> tuple[Any, dict[str, Any], dict[str, Any]]:
         """The env reset on the record's sample: (env, obs, info); a frame that differs from the
         tree's is an error (the points of the chains would not land where they were written)."""
-        meta_kwargs = rec.get("env_kwargs") or (rec.get("config") or {}).get("env_kwargs") or {}
+        meta_kwargs = _env_kwargs_of(rec)
         env = self.env(
             str(rec["env_id"]), rec.get("env_split", rec.get("split")), mode, meta_kwargs
         )
@@ -331,6 +337,7 @@ def linearize_trees(
             frame = info["frame"]
         elif not image or image == "procedural":
             raise ValueError(f"{rec.get('_source', sid)}: no image for sample {sid}")
+        env_kwargs = {**_env_kwargs_of(rec), **(frames.env_kwargs if frames else {})}
         question = _question(rec)
         split = split_of(sid)
         for k, c in enumerate(chains):
@@ -354,7 +361,7 @@ def linearize_trees(
                         "node_depth": c.depth,
                         "root_value": value,
                         "env_split": rec.get("split"),
-                        **({"env_kwargs": rec["env_kwargs"]} if rec.get("env_kwargs") else {}),
+                        **({"env_kwargs": env_kwargs} if env_kwargs else {}),
                     },
                 )
             )
