@@ -257,12 +257,16 @@ def test_cli_writes_records_frames_split_and_ratio(tmp_path, capsys):
     assert r["frame"] == info["frame"]
     saved = np.array(Image.open(out.parent / r["images"][0]))
     assert np.array_equal(saved, obs["image"])
-    # both outputs load with the SFT loader
-    for f in (out, tmp_path / "out" / "chains.json"):
-        loaded = load_sft_file(f, data_root=out.parent)
-        assert [x.id for x in loaded] == [r["id"] for r in recs]
+    # the JSONL and the two sharegpt split files load with the SFT loader
+    loaded = load_sft_file(out, data_root=out.parent)
+    assert [x.id for x in loaded] == [r["id"] for r in recs]
+    for split in ("train", "val"):
+        loaded = load_sft_file(tmp_path / "out" / f"chains_{split}.json", data_root=out.parent)
+        assert [x.id for x in loaded] == [r["id"] for r in recs if r["split"] == split]
+        assert [x.messages for x in loaded] == [r["messages"] for r in recs if r["split"] == split]
     info_json = json.loads((tmp_path / "out" / "dataset_info.json").read_text())
-    assert info_json["chains"]["file_name"] == "chains.json"
+    assert info_json["chains_train"]["file_name"] == "chains_train.json"
+    assert info_json["chains_val"]["file_name"] == "chains_val.json"
 
 
 def test_visual_search_uses_the_single_turn_qa_prompt():
@@ -405,3 +409,44 @@ def test_bad_lines_named_rest_read(tmp_path, bad):
     read = read_tree_file(f)
     assert [t["id"] for t in read.trees] == ["a"]
     assert len(read.bad_lines) == 1 and read.bad_lines[0].startswith(f"{f}, line 1: ")
+
+
+def test_upstream_trees_to_model_frame_chains(tmp_path, monkeypatch):
+    """Upstream trees → `--sharegpt` split files → the upstream importer: records with model-frame
+    images and points moved from the teacher's frame, the split and ids kept."""
+    from vigorl_agents.train.upstream import main as import_main
+
+    root = tmp_path / "data"
+    (root / "web_grounding" / "images").mkdir(parents=True)
+    Image.new("RGB", (3840, 2160), (200, 30, 30)).save(root / "web_grounding/images/shot.png")
+    monkeypatch.setenv("DATA_ROOT", str(root))
+    f = tmp_path / "up.jsonl"
+    f.write_text(json.dumps(upstream_line("<image>Click Save", "(45, 52)")) + "\n")
+    out = tmp_path / "st" / "chains.jsonl"
+    assert (
+        main(
+            [
+                str(f),
+                str(out),
+                "--domain",
+                "web_grounding",
+                "--sharegpt",
+                str(out.with_suffix(".json")),
+            ]
+        )
+        == 0
+    )
+    split = "val" if is_val("up:0") else "train"
+    imported = tmp_path / "st" / f"model_{split}.jsonl"
+    src = tmp_path / "st" / f"chains_{split}.json"
+    assert import_main([str(src), str(imported), "--domain", "web_grounding"]) == 0
+    recs = [json.loads(x) for x in imported.read_text().splitlines()]
+    assert [(r["id"], r["sample_id"]) for r in recs] == [("up:0:0", "up:0"), ("up:0:1", "up:0")]
+    assert {r["split"] for r in recs} == {split}
+    # 3840x2160: teacher frame 3836x2156 (m 4096, M 12,960,000), model frame 2716x1512: (40, 50) → (28, 35)
+    assert recs[0]["frame"]["model_size"] == [2716, 1512]
+    assert recs[0]["messages"][2]["content"] == (
+        "<think>\nThe button at (28, 35) reads Save.\n</think>\n<answer> (32, 36) </answer>"
+    )
+    loaded = load_sft_file(imported, data_root=root)
+    assert Image.open(loaded[0].images[0]).size == (2716, 1512)

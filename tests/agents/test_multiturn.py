@@ -44,7 +44,6 @@ def tc(x: int, y: int) -> str:
 S1 = "The star (100, 120) is small."
 S2 = "I check the circle (105, 125) again."
 S3 = "Next the square (400, 300) looks blue!"
-S4 = "Then (2900, -5)?"  # not a point (sign): stays text of the next chunk
 S5 = "Also (50, 60) and (1000, 800) in one."
 S6 = "Last (1200, 900)."
 CHAIN = f"<think>\n{S1} {S2} {S3} Then (2900, 5)? {S5} {S6}\n</think>\n<answer> red </answer>"

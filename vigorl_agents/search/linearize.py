@@ -28,7 +28,7 @@ Why it looks like this:
   for that sample id and saved as PNG next to the output; records hold paths relative to the
   output folder (load with `data_root` = that folder). Upstream trees name an original image and
   their points are in the teacher's frame: their records keep the image path as written; bring them
-  into the model frame with `python -m vigorl_agents.train.upstream` on the `--sharegpt` export.
+  into the model frame with `python -m vigorl_agents.train.upstream` on the `--sharegpt` exports.
 """
 
 from __future__ import annotations
@@ -65,6 +65,7 @@ __all__ = [
     "node_chains",
     "rollout_steps",
     "system_prompt_of",
+    "write_sharegpt_splits",
 ]
 
 CORRECT_REWARD = 1.0
@@ -325,7 +326,7 @@ def linearize_trees(
             stats.samples_without_chains += 1
             continue
         rec_env = rec.get("env_id") or env_id
-        image = str(rec.get("image", ""))
+        image = str(rec.get("image") or "")
         frame = dict(rec.get("frame") or {})
         if rec.get("env_id") and frames is not None:
             src = {**rec, "sample_id": sid, "env_split": rec.get("split")}
@@ -371,6 +372,20 @@ def linearize_trees(
     return records, stats
 
 
+def write_sharegpt_splits(records: Sequence[dict[str, Any]], path: str | Path) -> list[Path]:
+    """`{stem}_train.json` and `{stem}_val.json` beside `path` (LLaMA-Factory sharegpt, both
+    registered in `dataset_info.json`), split by each record's `split`. Split files, as upstream's
+    `MCTS_72b_reasoning_chains_{train,val}.json`: LLaMA-Factory takes a train and an eval dataset,
+    and `python -m vigorl_agents.train.upstream` reads the split from the file name."""
+    path = Path(path)
+    out = []
+    for split in ("train", "val"):
+        target = path.with_name(f"{path.stem}_{split}.json")
+        write_sharegpt_json([r for r in records if r["split"] == split], target)
+        out.append(target)
+    return out
+
+
 # =========================================================================== CLI
 
 
@@ -383,7 +398,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("trees", nargs="+", help="tree JSONL file(s) or folders of them, then OUT.jsonl")
     p.add_argument("--domain", required=True, choices=sorted(FAMILIES))
     p.add_argument(
-        "--sharegpt", help="also write a LLaMA-Factory sharegpt JSON (+ dataset_info.json)"
+        "--sharegpt",
+        metavar="OUT.json",
+        help="also write LLaMA-Factory sharegpt files OUT_train.json and OUT_val.json "
+        "(+ dataset_info.json)",
     )
     p.add_argument(
         "--multi-turn",
@@ -434,7 +452,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         )
         write_sft_jsonl(records, out_path)
         if args.sharegpt:
-            write_sharegpt_json(records, args.sharegpt)
+            write_sharegpt_splits(records, args.sharegpt)
         if args.multi_turn:
             from vigorl_agents.search.multiturn import convert_records, write_multi_turn
 
