@@ -187,12 +187,12 @@ def test_cap_is_the_seeded_sample():
     assert [c.text for c in linearize_sample("cap-id", root, max_chains=12)] == full
 
 
-def tree_record(sample_id: str, tree: dict, **kw) -> dict:
-    env = gym.make(ENV_ID)
+def tree_record(sample_id: str, tree: dict, env_id: str = ENV_ID, **kw) -> dict:
+    env = gym.make(env_id)
     obs, info = env.reset(options={"sample_id": sample_id})
     return {
         "id": sample_id,
-        "env_id": ENV_ID,
+        "env_id": env_id,
         "split": "train",
         "question": obs["text"],
         "image": "procedural",
@@ -219,6 +219,8 @@ def test_cli_writes_records_frames_split_and_ratio(tmp_path, capsys):
         {"id": "SynthSpatial-train-0-999", "error": "timeout", "traceback": "..."},
         tree_record(val_id, hand_tree()),
         tree_record("SynthSpatial-train-0-5", zero),
+        # another family (visual search): skipped by --domain spatial
+        tree_record("SynthSearch-train-0-1", hand_tree(), env_id="ViGoRL/SynthSearch-v0"),
     ]
     trees.write_text("".join(json.dumps(x) + "\n" for x in lines))
     out = tmp_path / "out" / "chains.jsonl"
@@ -238,6 +240,7 @@ def test_cli_writes_records_frames_split_and_ratio(tmp_path, capsys):
     printed = capsys.readouterr().out
     assert "root-correct ratio 0.667 (2/3)" in printed
     assert "1 error-only ids" in printed
+    assert "1 trees of other domains skipped" in printed
     recs = [json.loads(x) for x in out.read_text().splitlines()]
     assert len(recs) == 2 * len(EXPECTED)
     for k, (kind, text) in enumerate(EXPECTED):

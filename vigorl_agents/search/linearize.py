@@ -48,7 +48,7 @@ from vigorl_agents.records import image_folder, sft_record, write_sft_jsonl, wri
 from vigorl_agents.search.trees import read_tree_files
 from vigorl_env.data.splits import split_of
 from vigorl_env.protocol import BACKTRACK, IMAGE_MARKER
-from vigorl_env.tasks import FAMILIES
+from vigorl_env.tasks import BENCHMARKS, FAMILIES
 
 logger = logging.getLogger(__name__)
 
@@ -207,6 +207,7 @@ class LinearizeStats:
     error_samples: int = 0
     bad_lines: list[str] = field(default_factory=list)
     samples_without_chains: int = 0
+    other_domain: int = 0
     chains: Counter = field(default_factory=Counter)
     splits: Counter = field(default_factory=Counter)
 
@@ -221,8 +222,9 @@ class LinearizeStats:
             f"{self.samples} trees, root-correct ratio {self.root_correct_ratio:.3f} "
             f"({self.root_correct}/{self.samples}); chains: {dict(self.chains)} "
             f"(train {self.splits['train']}, val {self.splits['val']}); "
-            f"{self.samples_without_chains} trees without chains; {self.error_samples} error-only "
-            f"ids; {len(self.bad_lines)} unreadable lines"
+            f"{self.samples_without_chains} trees without chains; {self.other_domain} trees of "
+            f"other domains skipped; {self.error_samples} error-only ids; "
+            f"{len(self.bad_lines)} unreadable lines"
         )
 
 
@@ -236,6 +238,15 @@ def _question(rec: dict[str, Any]) -> str:
         head, _, tail = q.partition(IMAGE_MARKER)
         return head + IMAGE_MARKER + tail.replace(IMAGE_MARKER, "")
     return IMAGE_MARKER + q
+
+
+def _family_of(env_id: Any) -> str | None:
+    """The task family of an env id (`ViGoRL/SynthSearch-v0` → visual_search); None if unknown."""
+    if not env_id:
+        return None
+    name = str(env_id).rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+    spec = BENCHMARKS.get(name)
+    return spec.family.name if spec is not None else None
 
 
 def _env_kwargs_of(rec: dict[str, Any]) -> dict[str, Any]:
@@ -317,6 +328,10 @@ def linearize_trees(
     for rec in trees:
         sid = str(rec["id"])
         tree = rec["tree"]
+        family = _family_of(rec.get("env_id"))
+        if family is not None and family != domain:
+            stats.other_domain += 1
+            continue
         stats.samples += 1
         value = tree.get("value", 0.0)
         if isinstance(value, (int, float)) and value > 0:

@@ -36,6 +36,7 @@ relative to OUT_DIR (load with `data_root=OUT_DIR`).
 from __future__ import annotations
 
 import argparse
+import io
 import logging
 import math
 import random
@@ -169,10 +170,13 @@ def convert_record(
     out_dir: str | Path,
     reset: Callable[[dict[str, Any]], tuple[Any, dict[str, Any]]],
     keep_trailing_reasoning: bool = False,
+    png_cache: dict[tuple[str, tuple[int, int] | None], bytes] | None = None,
 ) -> dict[str, Any] | None:
     """One single-turn vigorl SFT record → one multi-turn record (kind `multi_turn`, same id), or
     None if its chain has no answer. `reset(rec)` returns the env reset on the record's sample in
-    multi-turn mode and its reset info; its `frame_image` and `crop_at` make the images."""
+    multi-turn mode and its reset info; its `frame_image` and `crop_at` make the images.
+    `png_cache` (keyed by sample id and crop point, None = the frame) shares encoded PNGs between
+    the chains of a sample."""
     rid = str(rec["id"])
     sid = str(rec["sample_id"])
     chain = rec["messages"][-1]["content"]
@@ -189,16 +193,26 @@ def convert_record(
         logger.warning("record %s: chain without an answer, not converted", rid)
         return None
     uw = env.unwrapped
-    images = [uw.frame_image] + [uw.crop_at(p)[0] for p in dialog.points]
+    cache = png_cache if png_cache is not None else {}
+
+    def png(key: tuple[int, int] | None) -> bytes:
+        # the chains of one sample share a frame and often crops: encode each once
+        if (sid, key) not in cache:
+            img = uw.frame_image if key is None else uw.crop_at(key)[0]
+            buf = io.BytesIO()
+            img.save(buf, format="PNG")
+            cache[(sid, key)] = buf.getvalue()
+        return cache[(sid, key)]
+
     out = Path(out_dir)
     folder = Path("images") / image_folder(sid)
     (out / folder).mkdir(parents=True, exist_ok=True)
     index = rid.rsplit(":", 1)[-1]
     paths = []
-    for k, img in enumerate(images):
+    for k, key in enumerate([None, *dialog.points]):
         rel = folder / f"{index}_{k}.png"
         tmp = out / folder / f"{index}_{k}.png.tmp"
-        img.save(tmp, format="PNG")
+        tmp.write_bytes(png(key))
         tmp.replace(out / rel)
         paths.append(rel.as_posix())
     return sft_record(
@@ -254,16 +268,20 @@ def convert_records(
 
     out: list[dict[str, Any]] = []
     skipped = 0
+    cache: dict[tuple[str, tuple[int, int] | None], bytes] = {}
     for rec in records:
         if not rec.get("env_id"):
             skipped += 1
             continue
+        if cache and next(iter(cache))[0] != rec["sample_id"]:
+            cache.clear()  # records come grouped by sample: keep one sample's images at a time
         conv = convert_record(
             rec,
             system_prompt=system,
             out_dir=out_dir,
             reset=reset,
             keep_trailing_reasoning=keep_trailing_reasoning,
+            png_cache=cache,
         )
         if conv is not None:
             out.append(conv)
