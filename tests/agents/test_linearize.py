@@ -453,3 +453,11 @@ def test_upstream_trees_to_model_frame_chains(tmp_path, monkeypatch):
     )
     loaded = load_sft_file(imported, data_root=root)
     assert Image.open(loaded[0].images[0]).size == (2716, 1512)
+    # and on to multi-turn dialogs, cropped from the imported model frame (web grounding: dot, 392)
+    from vigorl_agents.search.multiturn import convert_records
+
+    mt = convert_records(recs, domain="web_grounding", out_dir=tmp_path / "mt")
+    # the corrected chain: (28, 35), then (5, 5) → (4, 4); the repeat of (28, 35) makes no call
+    assert [m["meta"]["tool_calls"] for m in mt] == [[[28, 35]], [[28, 35], [4, 4]]]
+    assert mt[0]["messages"][-1]["content"].endswith("<answer> (32, 36) </answer>")
+    assert Image.open(tmp_path / "mt" / mt[0]["images"][1]).size == (392, 392)

@@ -269,3 +269,46 @@ def test_tokenize_with_tiny_processor(tmp_path, tiny_qwen25_dir):
     # the same trees without the search's env kwargs: the frames differ, which is an error
     with pytest.raises(ValueError, match=r"model frame \[\d+, \d+\] is not the tree's"):
         linearize_main([str(trees), str(tmp_path / "x.jsonl"), "--domain", "spatial"])
+
+
+def test_imported_chain_cropped_from_its_own_model_frame(tmp_path):
+    """A chain whose sample id is no env sample (an imported upstream chain) is cropped from its
+    own model-frame image with the env's settings: the crops equal the env's for the same frame."""
+    env = gym.make("ViGoRL/SynthGrounding-v0", mode="multi_turn")
+    o, info = env.reset(options={"index": 2})
+    root = tmp_path / "data"
+    (root / "frames").mkdir(parents=True)
+    Image.fromarray(o["image"]).save(root / "frames" / "shot.png")
+    rec = sft_record(
+        record_id="upstream_file:7",
+        sample_id="upstream_file:7",
+        env_id="ViGoRL/SynthGrounding-v0",
+        kind="direct",
+        messages=[
+            {"role": "system", "content": "p"},
+            {"role": "user", "content": "<image>Click Save"},
+            {"role": "assistant", "content": CHAIN},
+        ],
+        images=["frames/shot.png"],
+        frame=info["frame"],
+        gt_answer="(1, 2, 3, 4)",
+        meta={"source": "imported"},
+    )
+    from vigorl_agents.search.linearize import FrameSource
+
+    out = tmp_path / "mt"
+    (mt,) = convert_records(
+        [rec], domain="web_grounding", out_dir=out, frames=FrameSource(data_root=root)
+    )
+    d = chain_to_dialog(CHAIN, record_id="upstream_file:7", draw_dot=True)
+    assert mt["messages"][2:] == d.messages
+    assert mt["messages"][0]["content"] == load_prompt("web_grounding_multiturn")
+    for k, p in enumerate(d.points, 1):
+        want = np.asarray(env.unwrapped.crop_at(p)[0])
+        assert np.array_equal(np.array(Image.open(out / mt["images"][k])), want)
+    # an image that is not the record's model frame is refused
+    Image.fromarray(o["image"]).resize((100, 80)).save(root / "frames" / "shot.png")
+    with pytest.raises(ValueError, match="not the model frame"):
+        convert_records(
+            [rec], domain="web_grounding", out_dir=out, frames=FrameSource(data_root=root)
+        )

@@ -343,7 +343,8 @@ def linearize_trees(
         rec_env = rec.get("env_id") or env_id
         image = str(rec.get("image") or "")
         frame = dict(rec.get("frame") or {})
-        if rec.get("env_id") and frames is not None:
+        from_env = bool(rec.get("env_id")) and frames is not None
+        if from_env:
             src = {**rec, "sample_id": sid, "env_split": rec.get("split")}
             env, _, info = frames.reset(src)
             rel = Path("images") / image_folder(sid) / "frame.png"
@@ -376,7 +377,7 @@ def linearize_trees(
                         "source": "mcts",
                         "node_depth": c.depth,
                         "root_value": value,
-                        "env_split": rec.get("split"),
+                        **({"env_split": rec.get("split")} if from_env else {}),
                         **({"env_kwargs": env_kwargs} if env_kwargs else {}),
                     },
                 )

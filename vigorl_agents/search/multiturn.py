@@ -69,6 +69,7 @@ __all__ = [
     "COORD_TOLERANCE",
     "REORDER_PROB",
     "Dialog",
+    "ImageCrops",
     "chain_to_dialog",
     "convert_record",
     "convert_records",
@@ -239,6 +240,66 @@ def convert_record(
     )
 
 
+class ImageCrops:
+    """The crops of a record's own model-frame image with an env's crop settings, for chains whose
+    sample id is not a sample of the env (imported upstream chains): the same `crop_zoom` the env
+    runs, with the settings `build_config` gives the env id and kwargs. Quacks like an env for
+    `convert_record` (`unwrapped.frame_image`, `unwrapped.crop_at`)."""
+
+    def __init__(self, image: Any, config: Any):
+        self._image = image
+        self.config = config
+
+    @property
+    def unwrapped(self) -> ImageCrops:
+        return self
+
+    @property
+    def frame_image(self) -> Any:
+        return self._image.copy()
+
+    def crop_at(self, point: tuple[int, int]) -> tuple[Any, Any]:
+        from vigorl_env.geometry import crop_zoom
+
+        c = self.config
+        return crop_zoom(
+            self._image, point, offset=c.offset, crop_size=c.crop_size, draw_dot=c.draw_dot
+        )
+
+
+def _image_source(
+    rec: dict[str, Any], data_root: Any, env_kwargs: dict[str, Any]
+) -> tuple[ImageCrops, dict[str, Any]]:
+    """`ImageCrops` of a record's single image, which must be the model frame of its `frame`."""
+    import os
+
+    from vigorl_env.config import build_config
+    from vigorl_env.data.images import open_image_file, reroot_image_path
+    from vigorl_env.geometry import to_rgb
+
+    where = f"record {rec['id']}"
+    if len(rec.get("images") or []) != 1:
+        raise ValueError(f"{where}: a single-turn chain needs exactly one image")
+    root = data_root if data_root is not None else os.environ.get("DATA_ROOT")
+    img = to_rgb(open_image_file(reroot_image_path(rec["images"][0], root), where))
+    frame = rec.get("frame") or {}
+    want = list(frame.get("model_size") or [])
+    if [img.width, img.height] != want or img.width % 28 or img.height % 28:
+        raise ValueError(
+            f"{where}: image {rec['images'][0]} is {img.width}x{img.height}, not the model frame "
+            f"{want} of the record; import upstream chains with model frames first "
+            "(python -m vigorl_agents.train.upstream, docs/data.md#importing-upstream-chains)"
+        )
+    name = str(rec["env_id"]).rsplit("/", 1)[-1].rsplit("-v", 1)[0]
+    config = build_config(name, **{**env_kwargs, "mode": "multi_turn"})
+    info = {
+        "crop": {"draw_dot": config.draw_dot},
+        "max_images": config.max_images,
+        "frame": dict(frame),
+    }
+    return ImageCrops(img, config), info
+
+
 def convert_records(
     records: Iterable[dict[str, Any]],
     *,
@@ -248,7 +309,11 @@ def convert_records(
     keep_trailing_reasoning: bool = False,
 ) -> list[dict[str, Any]]:
     """Multi-turn records of single-turn records (from `linearize` or a vigorl SFT JSONL file).
-    Records that name no env (upstream trees) cannot be cropped and are skipped with a warning."""
+
+    Records of our linearization (`meta.env_split` set) are cropped by the env reset on their
+    sample; other records (imported upstream chains) by `ImageCrops` on their own model-frame
+    image with the env id's crop settings. Records that name no env (upstream trees not imported)
+    cannot be cropped and are skipped with a warning."""
     from vigorl_agents.search.linearize import FrameSource, system_prompt_of
 
     system = system_prompt_of(domain, "multi_turn")
@@ -256,6 +321,9 @@ def convert_records(
 
     def reset(rec: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
         meta = rec.get("meta") or {}
+        if "env_split" not in meta:
+            kwargs = {**(meta.get("env_kwargs") or {}), **frames.env_kwargs}
+            return _image_source(rec, frames.data_root, kwargs)
         src = {
             "env_id": rec["env_id"],
             "sample_id": rec["sample_id"],
