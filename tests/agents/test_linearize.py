@@ -159,6 +159,14 @@ def test_rollout_steps_rules():
     # no `answered` flag (upstream): the last element minus answer tags is the answer
     r = {"ephemeral_texts": [Q, "<think>a</think>", "left"], "reward": 1.0}
     assert rollout_steps(r) == (["a"], "left")
+    # ... only the answer tags go (an upstream rollout that ran out of steps ends on a thought)
+    r = {"ephemeral_texts": [Q, "a", "<think>b (1, 2)</think></answer>"], "reward": 0.0}
+    assert rollout_steps(r) == (["a"], "<think>b (1, 2)</think>")
+    # a question without <image> gets it prepended (as the env's questions have it)
+    from vigorl_agents.search.linearize import _question
+
+    assert _question({"id": "x", "question": "Where?"}) == "<image>Where?"
+    assert _question({"id": "x", "question": "<image>a<image>b"}) == "<image>ab"
 
 
 def test_hand_tree_exact_chains():

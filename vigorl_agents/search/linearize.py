@@ -76,6 +76,7 @@ SEED = 42
 """Seed of the per-sample cap (`random.Random(f"{SEED}:{sample_id}")`)."""
 
 _TAGS = re.compile(r"</?(?:think|answer|image)>", re.IGNORECASE | re.ASCII)
+_ANSWER_TAGS = re.compile(r"</?answer>", re.IGNORECASE | re.ASCII)
 _ANSWER_OPEN = re.compile(r"<answer>", re.IGNORECASE | re.ASCII)
 _ANSWER_CLOSE = re.compile(r"</answer>", re.IGNORECASE | re.ASCII)
 _LETTER = re.compile(r"^[A-Z]\. ")
@@ -122,7 +123,7 @@ def rollout_steps(rollout: dict[str, Any]) -> tuple[list[str], str | None]:
             answer = _answer_of(last)
             texts[-1] = last[: m.start()]
         elif rollout.get("answered", True):
-            answer = _clean(last)
+            answer = _ANSWER_TAGS.sub("", last).strip()
             texts = texts[:-1]
     steps = [s for s in (_clean(t) for t in texts) if s]
     return steps, answer
