@@ -151,6 +151,7 @@ class TreeSearch:
             top_p=cfg.top_p,
             max_tokens=cfg.max_tokens,
             stop=(),
+            regex=cfg.regex,
             seed=request_seed(self.seed, self.sample_id, counter),
         )
         out = await self.policy.generate([conv], params)

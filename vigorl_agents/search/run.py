@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from vigorl_agents.cli import EnvKwargs
 from vigorl_agents.jsonl import JsonlAppender, cut_torn_tail, read_jsonl
 from vigorl_agents.policy import Policy
 from vigorl_agents.search.mcts import TreeSearch, k_thoughts, teacher_system_prompt
@@ -59,7 +60,7 @@ class RunConfig:
     shard: int = 0
     retry_errors: bool = True
     """Resume: search again the ids that have only error lines."""
-    env_kwargs: dict[str, Any] = field(default_factory=dict)
+    env_kwargs: EnvKwargs = field(default_factory=dict)
     """Extra make kwargs for every env (mode is always single_turn)."""
 
     def __post_init__(self) -> None:
@@ -289,6 +290,7 @@ async def _search_sample(
             "question": obs["text"],
             "image": "procedural" if u.config.spec.procedural else None,
             "frame": info["frame"],
+            "env_kwargs": dict(cfg.env_kwargs),
             "true_answer": gt.get("answer"),
             "system_prompt": system_prompt,
             "k_thoughts": k,

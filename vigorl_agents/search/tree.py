@@ -36,6 +36,9 @@ class MCTSConfig:
     temperature: float = 1.0
     top_p: float = 1.0
     max_tokens: int = 512
+    regex: str | None = None
+    """Constrain every teacher call to this regular expression (vLLM structured outputs): for
+    benchmarks and smoke runs with a tiny random model, so each call is a valid step."""
     k_min: int = 3
     k_max: int = 7
     """The suffix's K (at least K thoughts before the answer) is uniform in k_min..k_max."""
