@@ -59,6 +59,9 @@ class Args:
     out_root: Path = Path("runs/mcts")
     linearize: bool = True
     """After the search: single-turn chains (+ sharegpt export) and multi-turn dialogs."""
+    requests_per_endpoint: int | None = 256
+    """vllm-server teacher: requests in flight per endpoint; --policy.max-concurrency becomes this
+    times the number of endpoints (None: keep --policy.max-concurrency as given)."""
     max_chains: int = 10_000
     """Chains kept per sample by the linearization (a seeded sample when there are more)."""
     verbose: Annotated[bool, tyro.conf.arg(aliases=("-v",))] = False
@@ -148,12 +151,22 @@ def run(args: Args) -> dict[str, Any]:
     envs = {env_id: make_env(env_id, args.run) for env_id in args.run.env_ids}
     files = {env_id: out / "trees" / f"{_env_name(env_id)}.jsonl" for env_id in envs}
 
+    policy_cfg = args.policy
+    if (
+        policy_cfg.backend == "vllm-server"
+        and policy_cfg.endpoints
+        and args.requests_per_endpoint is not None
+    ):
+        policy_cfg = replace(
+            policy_cfg, max_concurrency=args.requests_per_endpoint * len(policy_cfg.endpoints)
+        )
+
     async def go() -> None:
         if args.teacher == "scripted":
             teacher: Any = ScriptedTeacher.for_envs(list(envs.values()), args.errors)
             await _search_all(teacher, args, files)
         else:
-            async with open_policy(args.policy) as teacher:
+            async with open_policy(policy_cfg) as teacher:
                 await _search_all(teacher, args, files)
 
     asyncio.run(go())
