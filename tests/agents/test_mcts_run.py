@@ -176,6 +176,8 @@ def test_shards_are_disjoint_and_cover_the_plan():
     parts = [plan(RunConfig(**{**cfg.__dict__, "shards": 3, "shard": i}), envs) for i in range(3)]
     assert sorted(x for p in parts for x in p) == sorted(full) and len(full) == 40
     assert all(len(p) > 0 for p in parts)
+    with pytest.raises(ValueError, match="unlimited; give n_samples"):
+        plan(RunConfig(**{**cfg.__dict__, "n_samples": None}), envs)
     # the documented hash: sha256 of the id, first 16 hex digits, mod shards
     assert shard_of("abc", 7) == int("ba7816bf8f01cfea", 16) % 7
 

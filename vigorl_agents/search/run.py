@@ -114,6 +114,8 @@ def plan(cfg: RunConfig, probe_envs: dict[str, Any]) -> list[tuple[str, str]]:
     out = []
     for env_id in cfg.env_ids:
         u = probe_envs[env_id].unwrapped
+        if cfg.n_samples is None and u.config.spec.procedural:
+            raise ValueError(f"{env_id}: a procedural split is unlimited; give n_samples")
         stop = (
             u.num_samples
             if cfg.n_samples is None
