@@ -207,3 +207,17 @@ def test_upstream_style_tree_file_reads(tmp_path):
     root = Node.from_dict(trees["5"]["tree"])
     assert root.children[0].used_coords == [(3, 4)] and root.children[0].depth == 1
     assert root.children[1].is_terminal and root.children[1].answer == "b"
+
+
+def test_pool_envs_share_one_dataset_object():
+    from vigorl_agents.search.run import EnvMaker
+
+    maker = EnvMaker(_cfg())
+    first, second, third = (maker(ENVS[0]) for _ in range(3))
+    assert second.unwrapped._dataset is third.unwrapped._dataset
+    assert first.unwrapped._dataset is not second.unwrapped._dataset
+    # the same samples and frames whichever env of the pool runs a sample
+    _, a = first.reset(options={"index": 5})
+    _, b = third.reset(options={"index": 5})
+    assert a["sample_id"] == b["sample_id"] and a["frame"] == b["frame"]
+    assert first.unwrapped.frame_image.tobytes() == third.unwrapped.frame_image.tobytes()

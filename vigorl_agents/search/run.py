@@ -98,15 +98,37 @@ def read_trees(path: str | Path) -> tuple[dict[str, dict[str, Any]], dict[str, d
     return trees, {k: v for k, v in errors.items() if k not in trees}
 
 
-def make_env(env_id: str, cfg: RunConfig) -> Any:
+def make_env(env_id: str, cfg: RunConfig, **extra: Any) -> Any:
     import gymnasium as gym
 
     import vigorl_env  # noqa: F401  (registers the ids)
 
-    kwargs = {**cfg.env_kwargs, "mode": "single_turn"}
+    kwargs = {**cfg.env_kwargs, **extra, "mode": "single_turn"}
     if cfg.split is not None:
         kwargs["split"] = cfg.split
     return gym.make(env_id, **kwargs)
+
+
+class EnvMaker:
+    """Envs for the pool of each env id, all on ONE dataset object per env id (loaded once, from the
+    first env's public config): 64 envs of a real benchmark do not load its split file 64 times,
+    and envs on the same dataset object share model frames."""
+
+    def __init__(self, cfg: RunConfig):
+        self.cfg = cfg
+        self._datasets: dict[str, Any] = {}
+
+    def __call__(self, env_id: str) -> Any:
+        if env_id not in self._datasets:
+            from vigorl_env.env import load_dataset
+
+            env = make_env(env_id, self.cfg)
+            u = env.unwrapped
+            self._datasets[env_id] = load_dataset(
+                u.config, self.cfg.env_kwargs.get("data_root"), u.env_id
+            )
+            return env
+        return make_env(env_id, self.cfg, dataset=self._datasets[env_id])
 
 
 def plan(cfg: RunConfig, probe_envs: dict[str, Any]) -> list[tuple[str, str]]:
@@ -186,7 +208,7 @@ async def run_search(
     samples after that many finished (tests use it to cut a run short as a kill would).
     """
     out_path = Path(out_path)
-    factory = env_factory or (lambda env_id: make_env(env_id, cfg))
+    factory = env_factory or EnvMaker(cfg)
     t0 = time.monotonic()
     if out_path.exists():
         cut_torn_tail(out_path)
