@@ -221,3 +221,11 @@ def test_pool_envs_share_one_dataset_object():
     _, b = third.reset(options={"index": 5})
     assert a["sample_id"] == b["sample_id"] and a["frame"] == b["frame"]
     assert first.unwrapped.frame_image.tobytes() == third.unwrapped.frame_image.tobytes()
+
+
+def test_stop_after_takes_no_new_samples(tmp_path):
+    cfg = _cfg(env_ids=ENVS[:1], n_samples=5, max_in_flight=1)
+    s = asyncio.run(run_search(_teacher(cfg), cfg, tmp_path / "t.jsonl", stop_after=2))
+    assert s.written_trees == 2
+    s = asyncio.run(run_search(_teacher(cfg), cfg, tmp_path / "t.jsonl"))
+    assert s.skipped == 2 and s.written_trees == 3
