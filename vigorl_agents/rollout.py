@@ -6,10 +6,10 @@ Each episode is an asyncio task that owns one env. Its model calls go through a 
 backend that batches concurrent requests itself (`continuous_batching`: a vLLM server or engine)
 each request leaves at once, so the engine always holds every episode that is waiting for it; for
 one that needs full batches (transformers) the requests of all in-flight episodes are grouped into
-batched `Policy.generate` calls. Env resets (a model frame to render or decode and resize: tens of
-milliseconds) run in a worker thread, so the first requests leave after one reset rather than after
-all of them, and the event loop keeps serving answers meanwhile; the n episodes of one sample share
-one frame (`vigorl_env.env.FrameCache`). Steps (a crop) run inline. Trajectories reference images
+batched `Policy.generate` calls. With the former, an episode's first request leaves right after
+its own reset (a model frame to render or decode and resize: tens of milliseconds), so the server
+starts working after one reset rather than after all of them; the n episodes of one sample share
+one frame (`vigorl_env.env.FrameCache`). Trajectories reference images
 (sample id + crop boxes) instead of holding pixels, and record per turn which text and tokens the
 model generated (the forced prefix is not generated: docs/protocol.md#forced-final-answer).
 """
@@ -321,7 +321,7 @@ async def run_episodes(
     on_done: Callable[[Trajectory], None] | None = None,
     on_error: Callable[[EpisodeDataError], None] | None = None,
     on_abort: Callable[[EpisodeSpec, BaseException], None] | None = None,
-    reset_workers: int | None = None,
+    reset_workers: int = 0,
 ) -> list[Trajectory]:
     """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
 
@@ -333,16 +333,16 @@ async def run_episodes(
     and not ended (so a caller can record them, e.g. as error lines to retry). No callback fires
     after this function has raised.
 
-    Resets run in `reset_workers` threads (0: on the event loop). Default: one thread for a
-    policy with `continuous_batching` (its first requests then leave after one reset, not after
-    all of them; a frame is mostly Python and Pillow work holding the interpreter lock, so more
-    threads would mostly take turns with the event loop), and none for a batching policy, whose
-    first batch should hold every in-flight episode rather than trickle in one reset apart.
+    Resets run on the event loop (`reset_workers=0`, the default) or in that many threads. With a
+    `continuous_batching` policy each episode's first request leaves right after its own reset,
+    so the server starts after one reset, not after all of them. Threads measured slower (vLLM
+    CPU server on 2 cores, docs/benchmarks.md): a frame is mostly Python and Pillow work holding
+    the interpreter lock, so a reset thread and the event loop hand the lock back and forth (a
+    cached reset then takes ~25 ms instead of 2) and requests trickle out, multiplying the
+    server's scheduling steps.
     """
     specs = list(specs)
     batcher = Batcher(policy, max_batch=max_batch)
-    if reset_workers is None:
-        reset_workers = 1 if batcher.direct else 0
     pool: asyncio.Queue[gym.Env] = asyncio.Queue()
     for _ in range(min(max_in_flight, max(1, len(specs)))):
         pool.put_nowait(make_env())

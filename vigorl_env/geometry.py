@@ -17,7 +17,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from PIL import Image, ImageDraw, ImageOps
+from PIL import ExifTags, Image, ImageDraw, ImageOps
 
 from vigorl_env.errors import DataFormatError
 
@@ -98,6 +98,10 @@ def smart_resize(
     return w, h
 
 
+_ROTATED = frozenset(range(2, 9))
+"""EXIF orientations that `ImageOps.exif_transpose` turns upright (1 and any other value: none)."""
+
+
 def to_rgb(img: Image.Image) -> Image.Image:
     """A new RGB image of ``img`` as a viewer shows it (docs/geometry.md#colour-transparency-and-exif); ``img`` is not modified.
 
@@ -174,8 +178,16 @@ def model_frame(
     pre-scaled size would resample twice and differ from the documented pixels. When the rule leaves
     the size unchanged (it is the identity on sides that are multiples of 28 within the budget),
     the RGB copy is returned as is; PIL's resize to the same size is a plain copy anyway.
+
+    An RGB image without an EXIF rotation is resized straight from ``img`` (``to_rgb`` would only
+    copy it first: about 20 % of a large frame's cost, for the same pixels); ``img`` is not
+    modified and the frame is always a new image.
     """
-    rgb = to_rgb(img)
+    img.load()
+    if img.mode == "RGB" and img.getexif().get(ExifTags.Base.Orientation, 1) not in _ROTATED:
+        rgb = img
+    else:
+        rgb = to_rgb(img)
     original = rgb.size
     size = smart_resize(
         original[0],
@@ -187,7 +199,7 @@ def model_frame(
     )
     frame = Frame(original_size=original, model_size=size)
     if size == original:
-        return rgb, frame
+        return (rgb.copy() if rgb is img else rgb), frame
     return rgb.resize(size, Image.Resampling.BICUBIC), frame
 
 

@@ -36,7 +36,7 @@ def _image(w: int, h: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
 
 
-def _episode(full_size=(196, 224), prefix=None):
+def _episode(full_size=(196, 224), prefix=None, seed=0):
     from PIL import Image
 
     from vigorl_agents.policy import Conversation, Message
@@ -48,7 +48,7 @@ def _episode(full_size=(196, 224), prefix=None):
             Message(
                 "user",
                 "<image>\nWhich object is left of the mug?",
-                [Image.fromarray(_image(*full_size, 0))],
+                [Image.fromarray(_image(*full_size, seed))],
             ),
             Message("assistant", "<think> The mug (98, 120). </think>\n<tool_call>x</tool_call>"),
             Message("user", OBS, [_image(112, 112, 1)]),
@@ -134,7 +134,7 @@ def _probe(model_dir: str) -> dict:
     out["changed_fields"] = _changed_fields(policy)
 
     # continuous batching: a short request asked while a long one runs is answered first
-    long = SamplingParams(temperature=1.0, max_tokens=150, seed=1, stop=())
+    long = SamplingParams(temperature=1.0, max_tokens=1500, seed=1, stop=())  # seconds
     short = SamplingParams(temperature=1.0, max_tokens=2, seed=2, stop=())
 
     async def race():
@@ -143,6 +143,7 @@ def _probe(model_dir: str) -> dict:
         first = asyncio.ensure_future(policy.generate([_episode()], long))
         first.add_done_callback(lambda _: done.setdefault("long", time.monotonic() - t0))
         await asyncio.sleep(0.5)
+        done["long_running_at_submit"] = not first.done()
         await policy.generate([_episode()], short)
         done["short"] = time.monotonic() - t0
         await first
@@ -156,6 +157,13 @@ def _probe(model_dir: str) -> dict:
         return done
 
     out["race"] = asyncio.run(race())
+
+    # many seeded multimodal prompts at once (regression: chunked prefill of seeded requests
+    # killed the CPU engine, "CPU Generator does not use offset")
+    many = [_episode((224, 224), seed=100 + i) for i in range(24)]
+    out["many"] = gen(
+        many, [SamplingParams(temperature=1.0, max_tokens=6, seed=1000 + i) for i in range(24)]
+    )
     try:
         gen([Conversation([Message("user", "<image>" * 6, [_image(28, 28, 5)] * 6)])], greedy)
         out["six_images"] = None
@@ -195,6 +203,28 @@ def _probe(model_dir: str) -> dict:
         out["partial_error"] = str(exc)
     out["weights"]["after_partial"] = gen([conv], greedy)[0][0]
     out["weight_version"] = policy.weight_version
+
+    # load_weights waits for the requests in flight: a long greedy request running when a weight
+    # update is asked for finishes on the old weights (a mid-generation swap would turn its tail
+    # into token 0 under the zeroed norm), and the update lands only after it
+    long_greedy = SamplingParams(temperature=0, max_tokens=80, stop=(), seed=None)
+    (before,) = gen([conv], long_greedy)
+
+    async def update_while_generating():
+        t0 = time.monotonic()
+        marks: dict = {}
+        task = asyncio.ensure_future(policy.generate([conv], long_greedy))
+        task.add_done_callback(lambda _: marks.setdefault("generated", time.monotonic() - t0))
+        await asyncio.sleep(0.3)
+        await asyncio.to_thread(policy.load_weights, zero_norm.items())
+        marks["loaded"] = time.monotonic() - t0
+        ((c,),) = await task
+        marks["same"] = list(c.token_ids) == before[0]["token_ids"]
+        return marks
+
+    out["update_while_generating"] = asyncio.run(update_while_generating())
+    out["after_update"] = gen([conv], greedy)[0][0]
+    policy.load_weights(weights.items())
     asyncio.run(policy.aclose())
     return out
 
@@ -272,8 +302,23 @@ def test_every_sampling_field_is_honoured_regex_included(engine_results):
 
 
 @pytest.mark.vllm
+def test_a_weight_update_waits_for_the_requests_in_flight(engine_results):
+    marks = engine_results["update_while_generating"]
+    assert marks["generated"] < marks["loaded"], marks
+    assert marks["same"]  # the running request finished on the old weights, untouched
+    assert engine_results["after_update"]["token_ids"] == [0]  # the next one sees the new ones
+
+
+@pytest.mark.vllm
+def test_many_concurrent_seeded_multimodal_requests_keep_the_engine_alive(engine_results):
+    many = engine_results["many"]
+    assert len(many) == 24 and all(len(o) == 1 and o[0]["token_ids"] for o in many)
+
+
+@pytest.mark.vllm
 def test_requests_are_answered_as_they_finish_not_batch_by_batch(engine_results):
     race = engine_results["race"]
+    assert race["long_running_at_submit"], race
     assert race["short"] < race["long"], race  # the short one did not wait for the long one
     assert race["idle_after_cancel"]
 

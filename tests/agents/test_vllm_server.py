@@ -172,7 +172,7 @@ def test_every_sampling_field_changes_the_request():
         body = policy.request_body(_episode(), base.with_(**{name: value}))
         assert body != body0, name
     regex = policy.request_body(_episode(), base.with_(regex="a+"))
-    assert regex["extra_body"]["structured_outputs"] == {"regex": "a+"}
+    assert regex["structured_outputs"] == {"regex": "a+"}
     asyncio.run(policy.aclose())
 
 
@@ -188,7 +188,7 @@ def test_request_body_asks_vllm_for_what_spec_needs():
     )  # fmt: skip
     assert body["stop"] == list(STOP_STRINGS) and len(body["stop"]) <= 4  # vLLM refuses > 4
     assert body["logprobs"] is True
-    extra = body["extra_body"]
+    extra = body  # vLLM's extensions travel inline in the JSON body
     assert extra["top_k"] == 20
     assert extra["include_stop_str_in_output"] is True  # stop strings kept (docs/protocol.md)
     assert extra["skip_special_tokens"] is True
@@ -383,13 +383,12 @@ def test_forced_prefix_is_continued_in_the_same_assistant_turn(policy, loop):
     assert not forced.text.startswith("<think>")  # the prefix itself is not returned
     # what the server rendered: the prompt ends inside the assistant turn, right after the prefix
     body = policy.request_body(_episode(prefix=FORCED_PREFIX), greedy)
-    body["extra_body"]["return_prompt_text"] = True
-    client = policy._endpoints[0].client
-    raw = loop.run_until_complete(client.chat.completions.create(**body))
-    prompt = raw.model_extra["prompt_text"]
+    body["return_prompt_text"] = True
+    raw = loop.run_until_complete(policy._create(policy._endpoints[0], body))
+    prompt = raw["prompt_text"]
     assert prompt.endswith("<|im_start|>assistant\n" + FORCED_PREFIX)
     assert prompt.count("<|im_start|>assistant") == 3  # two past actions + the forced turn
-    assert raw.choices[0].message.content == forced.text
+    assert raw["choices"][0]["message"]["content"] == forced.text
 
 
 @pytest.mark.vllm
@@ -478,7 +477,7 @@ def test_an_image_the_server_evicted_is_sent_again(vllm_server, loop):
     (frame,) = [p for p in body["messages"][1]["content"] if p["type"] == "image_url"]
     assert frame["image_url"] is None
     with pytest.raises(openai.BadRequestError, match=r"(?i)cache miss"):
-        loop.run_until_complete(policy._endpoints[0].client.chat.completions.create(**body))
+        loop.run_until_complete(policy._create(policy._endpoints[0], body))
     (ours,) = _gen(loop, policy, [conv], GREEDY)
     (full,) = _gen(loop, control, [conv], GREEDY)
     assert ours[0].token_ids == full[0].token_ids

@@ -176,6 +176,12 @@ class VLLMEnginePolicy:
             kwargs["mm_processor_kwargs"] = mm_kwargs
         if cpu:
             kwargs["enforce_eager"] = True
+            if not any("chunked_prefill" in k for k in llm_kwargs):
+                # vLLM 0.32 CPU: a seeded request whose prefill is chunked crashes the engine
+                # ("CPU Generator does not use offset") once several prompts arrive together;
+                # whole prompts per step avoid the path (every rollout request carries a seed)
+                kwargs["enable_chunked_prefill"] = False
+                kwargs["max_num_batched_tokens"] = max_model_len
         kwargs.update(llm_kwargs)
         self.model = str(model)
         self.llm = vllm.LLM(model=self.model, **kwargs)
