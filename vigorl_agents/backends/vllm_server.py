@@ -314,7 +314,7 @@ class VLLMServerPolicy:
         than building the body. Errors are the client's (`openai.APIStatusError`, ...) as before.
         """
         payload = json.dumps(body).encode()
-        return await ep.client.post("/chat/completions", body=payload, cast_to=dict)
+        return await ep.client.post("/chat/completions", content=payload, cast_to=dict)
 
     def _pick(self, uids: Sequence[str], avoid: _Endpoint | None) -> _Endpoint:
         now = time.monotonic()
