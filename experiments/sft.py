@@ -40,6 +40,7 @@ from typing import Any
 
 import tyro
 
+from vigorl_agents.policy import RulePolicy
 from vigorl_agents.train.sft import SFTConfig, train
 
 logger = logging.getLogger(__name__)
@@ -84,7 +85,7 @@ def _image_key(image: Any) -> str:
     return hashlib.sha256(str(arr.shape).encode() + arr.tobytes()).hexdigest()
 
 
-class Oracle:
+class Oracle(RulePolicy):
     """A Policy that knows the answers: the chains of the debug data.
 
     It holds its own instance of the env's procedural dataset (same generator, same seed) and
@@ -147,19 +148,11 @@ class Oracle:
             "</answer>",
         )
 
-    async def generate(self, conversations: Any, params: Any) -> list[list[Any]]:
-        from vigorl_agents.policy import Completion, params_per_conversation
+    def complete(self, conv: Any, params: Any) -> list[Any]:
+        from vigorl_agents.policy import Completion
 
-        out = []
-        for conv, p in zip(
-            conversations, params_per_conversation(params, len(conversations)), strict=True
-        ):
-            text, stop = self._turn(conv)
-            out.append([Completion(text, "stop", stop)] * p.n)
-        return out
-
-    async def aclose(self) -> None:
-        return None
+        text, stop = self._turn(conv)
+        return [Completion(text, "stop", stop)] * params.n
 
 
 def _oracle_records(

@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from vigorl_agents.policy import Completion, Conversation, SamplingParams, params_per_conversation
+from vigorl_agents.policy import Completion, Conversation, RulePolicy, SamplingParams
 from vigorl_env.protocol import format_tool_call
 
 _OPTION = re.compile(r"^[A-Z]\.\s+(.+?)\s*$", re.MULTILINE)
@@ -50,7 +49,7 @@ def guess_answer(
 
 
 @dataclass
-class FullViewGuess:
+class FullViewGuess(RulePolicy):
     """Answer at full view: one grounded step at a random point, then a random answer."""
 
     answer_kind: str
@@ -82,21 +81,9 @@ class FullViewGuess:
         text = f"<think>\nI look at this region ({x}, {y}) and pick an answer.\n</think>\n<answer> {guess} </answer>"
         return Completion(text, "stop", "</answer>")
 
-    async def generate(
-        self,
-        conversations: Sequence[Conversation],
-        params: SamplingParams | Sequence[SamplingParams],
-    ) -> list[list[Completion]]:
-        out = []
-        for conv, p in zip(
-            conversations, params_per_conversation(params, len(conversations)), strict=True
-        ):
-            rng = self._rng(conv, p)
-            out.append([self.act(conv, rng) for _ in range(p.n)])
-        return out
-
-    async def aclose(self) -> None:
-        return None
+    def complete(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
+        rng = self._rng(conv, params)
+        return [self.act(conv, rng) for _ in range(params.n)]
 
 
 @dataclass

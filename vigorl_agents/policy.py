@@ -122,6 +122,27 @@ def params_per_conversation(
     return params
 
 
+class RulePolicy:
+    """Base of policies computed in-process by rules, not a model: baselines, the scripted tree-search
+    teacher, oracles, test scripts. A subclass writes `complete(conv, params)` (the `params.n`
+    completions of one conversation); `generate` maps it over the batch and there is nothing to
+    close. One place for the batch plumbing every such policy would otherwise repeat."""
+
+    def complete(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
+        raise NotImplementedError
+
+    async def generate(
+        self,
+        conversations: Sequence[Conversation],
+        params: SamplingParams | Sequence[SamplingParams],
+    ) -> list[list[Completion]]:
+        per = params_per_conversation(params, len(conversations))
+        return [self.complete(c, p) for c, p in zip(conversations, per, strict=True)]
+
+    async def aclose(self) -> None:
+        return None
+
+
 class PolicyRequestError(ValueError):
     """The backend refused a request (HTTP 4xx): retrying the same request cannot help.
 

@@ -6,21 +6,15 @@ records, replayed images, pictures) run the real episode loop without a model.
 
 from __future__ import annotations
 
-from vigorl_agents.policy import Completion
+from vigorl_agents.policy import Completion, RulePolicy
 
 
-class ScriptedPolicy:
+class ScriptedPolicy(RulePolicy):
     """Turn k of every episode answers `turns[k]` (k = assistant messages so far)."""
 
     def __init__(self, turns: list[str]):
         self.turns = turns
 
-    async def generate(self, conversations, params):
-        out = []
-        for conv in conversations:
-            k = sum(m.role == "assistant" for m in conv.messages)
-            out.append([Completion(self.turns[k], "stop")])
-        return out
-
-    async def aclose(self) -> None:
-        return None
+    def complete(self, conv, params):
+        k = sum(m.role == "assistant" for m in conv.messages)
+        return [Completion(self.turns[k], "stop")] * params.n

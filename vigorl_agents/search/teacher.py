@@ -38,7 +38,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from vigorl_agents.policy import Completion, Conversation, SamplingParams, params_per_conversation
+from vigorl_agents.policy import Completion, Conversation, RulePolicy, SamplingParams
 
 _PREV = re.compile(r"\n\nPrevious thought \d+: ")
 _K = re.compile(r"at least (\d+) thoughts before providing the final answer")
@@ -81,7 +81,7 @@ def _where(x: float, y: float, size: tuple[int, int]) -> str:
     return "centre" if (v, hz) == ("middle", "centre") else f"{v}-{hz}"
 
 
-class ScriptedTeacher:
+class ScriptedTeacher(RulePolicy):
     """A Policy that writes teacher-style grounded steps from procedural annotations (module doc)."""
 
     def __init__(
@@ -129,20 +129,8 @@ class ScriptedTeacher:
         self._episodes.pop(id(image), None)
 
     # ------------------------------------------------------------------ Policy
-    async def generate(
-        self,
-        conversations: Sequence[Conversation],
-        params: SamplingParams | Sequence[SamplingParams],
-    ) -> list[list[Completion]]:
-        out = []
-        for conv, p in zip(
-            conversations, params_per_conversation(params, len(conversations)), strict=True
-        ):
-            out.append([Completion(self.reply(conv, p.seed), "stop") for _ in range(p.n)])
-        return out
-
-    async def aclose(self) -> None:
-        return None
+    def complete(self, conv: Conversation, params: SamplingParams) -> list[Completion]:
+        return [Completion(self.reply(conv, params.seed), "stop") for _ in range(params.n)]
 
     # ------------------------------------------------------------------ one reply
     def reply(self, conv: Conversation, seed: int | None) -> str:
