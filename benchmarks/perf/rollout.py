@@ -289,6 +289,7 @@ async def _server_runs(srv: _Server, make_env, params, forced, group: int) -> di
         res["ours client CPU s"].append(round(_own_cpu() - o0, 1))
         res["ours frames made"].append(rec.frames_made)
         res["ours"].append(rec.tokens / dt)
+        res["ours wall s"].append(round(dt, 2))
         res["ours images sent / referred"].append(
             f"{policy.stats['images_sent']} / {policy.stats['images_referenced']}"
         )
@@ -300,12 +301,14 @@ async def _server_runs(srv: _Server, make_env, params, forced, group: int) -> di
         res["ceiling engine steps"].append(await srv.steps() - s0)
         res["ceiling server CPU s"].append(round(_cpu_of_group(pgid) - c0, 1))
         res["ceiling"].append(tok / dt)
+        res["ceiling wall s"].append(round(dt, 2))
         await srv.reset_caches()
         s0, c0 = await srv.steps(), _cpu_of_group(pgid)
         dt, tok = await srv.chains(requests)
         res["chains engine steps"].append(await srv.steps() - s0)
         res["chains server CPU s"].append(round(_cpu_of_group(pgid) - c0, 1))
         res["chains"].append(tok / dt)
+        res["chains wall s"].append(round(dt, 2))
         await srv.reset_caches()
         policy = srv.policy()
         dt, seq = await _episodes(
@@ -364,10 +367,12 @@ def _engine_runs(policy, args: Args, make_env, params, forced, group: int) -> di
             _episodes(policy, make_env, args.episodes, params, forced, args.concurrency, group)
         )
         res["ours"].append(rec.tokens / dt)
+        res["ours wall s"].append(round(dt, 2))
         res["ours frames made"].append(rec.frames_made)
         _engine_reset(policy)
         dt, tok = _engine_ceiling(policy, rec.requests)
         res["ceiling"].append(tok / dt)
+        res["ceiling wall s"].append(round(dt, 2))
         _engine_reset(policy)
         dt, seq = asyncio.run(
             _episodes(policy, make_env, args.sequential_episodes, params, forced, 1, group)
@@ -411,6 +416,34 @@ def _summary(res: dict[str, list], ceilings: tuple[str, ...]) -> dict[str, Any]:
         if k not in med:
             out[k] = v
     return out
+
+
+def _tables(result: dict[str, Any]) -> str:
+    """A summary (one row per path and workload, medians) and every measure in detail."""
+
+    def cell(d: dict, key: str) -> str:
+        return str(d[key]) if key in d else "—"
+
+    summary = [
+        "| path, workload | ours tok/s | ceiling tok/s | chains tok/s | sequential tok/s "
+        "| ours / ceiling | ours / chains | ours / sequential | frames made (ours) |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    detail = ["| measure | value |", "|---|---|"]
+    for k, v in result.items():
+        if not isinstance(v, dict):
+            detail.append(f"| {k} | {v} |")
+            continue
+        summary.append(
+            f"| {k} | {cell(v, 'ours tokens/s (median)')} | {cell(v, 'ceiling tokens/s (median)')}"
+            f" | {cell(v, 'chains tokens/s (median)')} | {cell(v, 'sequential tokens/s (median)')}"
+            f" | **{cell(v, 'ours / ceiling (median of runs)')}**"
+            f" | **{cell(v, 'ours / chains (median of runs)')}**"
+            f" | **{cell(v, 'ours / sequential (median of runs)')}**"
+            f" | {cell(v, 'ours frames made')} |"
+        )
+        detail += [f"| {k}: {kk} | {vv} |" for kk, vv in v.items()]
+    return "\n".join([*summary, "", "Every measure (per-run lists are in run order):", "", *detail])
 
 
 def main(args: Args) -> dict:
@@ -487,13 +520,7 @@ def main(args: Args) -> dict:
         finally:
             policy.close()
     result["load average (1/5 min) at end"] = _load()
-    rows = []
-    for k, v in result.items():
-        if isinstance(v, dict):
-            rows += [f"| {k}: {kk} | {vv} |" for kk, vv in v.items()]
-        else:
-            rows.append(f"| {k} | {v} |")
-    table = "\n".join(["| measure | value |", "|---|---|", *rows])
+    table = _tables(result)
     print(table)
     write_results(
         args.out,
