@@ -295,20 +295,14 @@ async def _server_runs(srv: _Server, make_env, params, forced, group: int) -> di
         )
         await policy.aclose()
         requests = rec.requests
-        await srv.reset_caches()
-        s0, c0 = await srv.steps(), _cpu_of_group(pgid)
-        dt, tok = await srv.ceiling(requests)
-        res["ceiling engine steps"].append(await srv.steps() - s0)
-        res["ceiling server CPU s"].append(round(_cpu_of_group(pgid) - c0, 1))
-        res["ceiling"].append(tok / dt)
-        res["ceiling wall s"].append(round(dt, 2))
-        await srv.reset_caches()
-        s0, c0 = await srv.steps(), _cpu_of_group(pgid)
-        dt, tok = await srv.chains(requests)
-        res["chains engine steps"].append(await srv.steps() - s0)
-        res["chains server CPU s"].append(round(_cpu_of_group(pgid) - c0, 1))
-        res["chains"].append(tok / dt)
-        res["chains wall s"].append(round(dt, 2))
+        for side, replay in (("ceiling", srv.ceiling), ("chains", srv.chains)):
+            await srv.reset_caches()
+            s0, c0 = await srv.steps(), _cpu_of_group(pgid)
+            dt, tok = await replay(requests)
+            res[f"{side} engine steps"].append(await srv.steps() - s0)
+            res[f"{side} server CPU s"].append(round(_cpu_of_group(pgid) - c0, 1))
+            res[side].append(tok / dt)
+            res[f"{side} wall s"].append(round(dt, 2))
         await srv.reset_caches()
         policy = srv.policy()
         dt, seq = await _episodes(
@@ -393,7 +387,7 @@ def _frame_ms(make_env, n: int = 8) -> float:
     for i in range(n):
         vigorl_env.env.FRAME_CACHE.clear()
         t = time.perf_counter()
-        env.reset(options={"index": i})
+        env.reset(options={"index": i % env.unwrapped.num_samples})  # small --episodes runs
         times.append(time.perf_counter() - t)
     env.close()
     return round(1000 * statistics.median(times), 1)
