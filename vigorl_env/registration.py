@@ -14,6 +14,13 @@ ENV_ID_OF: dict[str, str] = {b.name: b.env_id for b in BENCHMARKS.values()}
 ENV_IDS: tuple[str, ...] = tuple(ENV_ID_OF.values())
 PROCEDURAL_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if b.procedural)
 UPSTREAM_IDS: tuple[str, ...] = tuple(b.env_id for b in BENCHMARKS.values() if not b.procedural)
+WEB_ENTRY_POINTS: dict[str, str] = {
+    "ViGoRL/MiniWoB-v0": "vigorl_env.web.miniwob:MiniWoBEnv",
+    "ViGoRL/RenderedGrounding-v0": "vigorl_env.web.grounding:RenderedGroundingEnv",
+}
+"""The browser envs (docs/web.md): registered like the others, but kept out of `ENV_IDS` because
+they need the `web` extra and a Chromium."""
+WEB_IDS: tuple[str, ...] = tuple(WEB_ENTRY_POINTS)
 
 
 def register_all() -> None:
@@ -26,3 +33,6 @@ def register_all() -> None:
                 vector_entry_point=VECTOR_ENTRY_POINT,
                 kwargs={"benchmark": bench.name},
             )
+    for env_id, entry_point in WEB_ENTRY_POINTS.items():
+        if env_id not in gym.registry:
+            gym.register(id=env_id, entry_point=entry_point)
