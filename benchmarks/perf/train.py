@@ -20,7 +20,7 @@ Sides, each timed as wall-clock per optimizer step with CUDA synchronised (media
   LoRA); vision tower + merger frozen (the SFT default, docs/sft.md), loss = cross-entropy at supervised positions
   only, grad-norm clipping, AdamW + cosine schedule. The next step's batch is built in the
   trainer's background thread, as in training. The only substitution: the model comes from
-  `from_config` (random init on the GPU) instead of `from_pretrained` (`sft._load_model` is
+  `from_config` (random init on the GPU) instead of `from_pretrained` (`engine._load_model` is
   patched), the processor is the tiny model's (same tokenizer/template).
 - plain: the same architecture built in bf16 (bf16 weights, grads and AdamW state), the collated
   batch of ours, `model(**batch, labels=labels).loss.backward(); opt.step(); opt.zero_grad()` with
@@ -335,6 +335,7 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
     import torch
 
     from vigorl_agents.models.load import set_processor_pixel_bounds
+    from vigorl_agents.train import engine as train_engine
     from vigorl_agents.train import sft
 
     overrides, described = OURS_VARIANTS[side]
@@ -365,11 +366,11 @@ def run_ours(args: Args, train_file: Path, tmp: Path, device: str, side: str) ->
         seed=args.seed,
         **overrides,
     )
-    saved, sft._load_model = sft._load_model, load
+    saved, train_engine._load_model = train_engine._load_model, load
     try:
         trainer = sft.SFTTrainer(cfg)
     finally:
-        sft._load_model = saved
+        train_engine._load_model = saved
     n_all, n_train = _n_params(trainer.model)
     losses: list[float] = []
 
