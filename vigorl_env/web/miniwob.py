@@ -22,7 +22,8 @@ not on the page, or an action the page refuses is a no-op flagged in `info` (the
 0 until the end; then `accuracy · w_acc + format · w_fmt` with accuracy 1 iff the task's raw
 reward (`WOB_RAW_REWARD_GLOBAL`) is > 0, and format 1 iff every turn was `<think>…</think>`
 `<answer>…</answer>` holding an action of the grammar (grounded variant: with at least one
-`(x, y)` point in the think block). Components in `info["reward_components"]`.
+`(x, y)` point in the think block). Components in `info["reward_components"]`. An episode cut by
+a browser failure pays 0 (not the model's doing).
 
 ## Episode End
 The page ends the task (success or failure, `end_reason="task_done"`), the model says `stop`
@@ -565,6 +566,8 @@ class MiniWoBEnv(gym.Env[dict, str]):
         fmt = 1.0 if ep.well_formed and all(ep.well_formed) else 0.0
         w = self.config.reward_weights
         overall = w["accuracy"] * accuracy + w["format"] * fmt
+        if reason == "browser_error":  # not the model's doing: no reward either way
+            overall = 0.0
         components = {
             "overall": overall,
             "accuracy": accuracy,
