@@ -72,10 +72,18 @@ class Message:
 
 @dataclass
 class Conversation:
-    """An episode's history as the model sees it; `assistant_prefix` is continued in the same turn."""
+    """An episode's history as the model sees it; `assistant_prefix` is continued in the same turn.
+
+    `prompt_token_ids` (token-in, docs/backends.md#token-in-and-token-out): when set, a backend
+    with `supports_token_input = True` feeds exactly these ids (image pads expanded, the forced
+    prefix included) together with `images` in order, instead of rendering `messages`; the
+    rollout loop sets it so that the policy conditions on exactly the training token stream.
+    `messages` stay the readable history (and what a text-in backend renders).
+    """
 
     messages: list[Message]
     assistant_prefix: str | None = None
+    prompt_token_ids: list[int] | None = None
 
     @property
     def images(self) -> list[ImageLike]:
@@ -100,6 +108,10 @@ class Completion:
 
     `text` excludes the assistant prefix and special tokens; a matched stop string is kept
     (docs/protocol.md#limits-and-stop-strings). `finish_reason` is "stop" (a stop string or EOS) or "length" (the token cap).
+    `token_ids` are the generated ids exactly as sampled (a stop string's last token and an EOS
+    included); `logprobs` theirs, when asked for. `prompt_token_ids` are the exact ids the backend
+    fed the model for this request (image pads expanded, the forced prefix included): what a
+    training token stream must start with (docs/backends.md#token-in-and-token-out).
     """
 
     text: str
@@ -108,6 +120,7 @@ class Completion:
     token_ids: tuple[int, ...] | None = None
     logprobs: tuple[float, ...] | None = None
     prompt_tokens: int | None = None
+    prompt_token_ids: tuple[int, ...] | None = None
 
 
 def params_per_conversation(
@@ -197,7 +210,11 @@ class PolicyUnavailableError(RuntimeError):
 
 @runtime_checkable
 class Policy(Protocol):
-    """Anything that turns conversations into next assistant turns."""
+    """Anything that turns conversations into next assistant turns.
+
+    A policy that can be fed token ids (`Conversation.prompt_token_ids`) says so with a class
+    attribute `supports_token_input = True`; any other policy renders `messages` (text-in).
+    """
 
     async def generate(
         self,

@@ -31,6 +31,14 @@ from PIL import Image
 
 import vigorl_env  # registers the env ids
 from vigorl_agents.policy import Completion, Conversation, Message, Policy, SamplingParams
+from vigorl_agents.tokens import (
+    TokenBuilder,
+    TokenStream,
+    add_observation,
+    begin_turn,
+    end_turn,
+    trajectory_uid,
+)
 from vigorl_env.protocol import extract_answer
 
 log = logging.getLogger(__name__)
@@ -71,7 +79,13 @@ def continue_conversation(
 # ---------------------------------------------------------------------------------------------
 @dataclass
 class TurnRecord:
-    """One assistant turn: the forced prefix (not generated) and what the model generated."""
+    """One assistant turn: the forced prefix (not generated) and what the model generated.
+
+    With `run_episodes(..., keep_tokens=True)` it also keeps what a training token stream is built
+    from (`vigorl_agents.tokens`): `prompt_token_ids`, the ids the backend reports it fed the
+    model for this turn, and `observation` = {"text", "image_sizes": [[w, h]]}, the user turn the
+    env answered with when the episode went on.
+    """
 
     prefix: str
     text: str
@@ -81,6 +95,8 @@ class TurnRecord:
     logprobs: list[float] | None = None
     prompt_tokens: int | None = None
     crop: dict[str, Any] | None = None
+    prompt_token_ids: list[int] | None = None
+    observation: dict[str, Any] | None = None
 
 
 @dataclass
@@ -103,6 +119,9 @@ class Trajectory:
     grounding: dict[str, Any] | None = None
     answer: str | None = None
     """The answer the accuracy scored (`scored_answer`), None if there was none."""
+    overlong: bool = False
+    """Ended by the response token budget (`TokenBudget`, docs/grpo.md#overlong-trajectories):
+    finalized with end reason "overlong"; its whole training mask is 0."""
 
     @property
     def score(self) -> float:
@@ -229,6 +248,38 @@ class EpisodeSpec:
     episode: int = 0
 
 
+@dataclass(frozen=True)
+class TokenBudget:
+    """The response token budget of a training rollout (docs/grpo.md#overlong-trajectories).
+
+    Each turn may generate `min(per_turn_cap, max_response - len(response so far))` tokens
+    (`per_turn_cap` None: the sampling params' max_tokens). A trajectory is overlong, and ends
+    by `env.finalize("overlong")`, when that is ≤ 0, when a turn hits its cap (finish reason
+    "length": no stop string, no EOS), or when the turn's end-of-turn token or the next
+    observation (+ forced prefix) does not fit in `max_response`.
+    """
+
+    max_response: int
+    per_turn_cap: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_response < 1:
+            raise ValueError(f"max_response must be >= 1, got {self.max_response}")
+        if self.per_turn_cap is not None and self.per_turn_cap < 1:
+            raise ValueError(f"per_turn_cap must be >= 1, got {self.per_turn_cap}")
+
+
+@dataclass
+class TokenOptions:
+    """What `run_episode` keeps and enforces about tokens (built by `run_episodes`)."""
+
+    keep: bool = False
+    builder: TokenBuilder | None = None
+    budget: TokenBudget | None = None
+    token_input: bool = False
+    """Send turns > 0 as token-in (`Conversation.prompt_token_ids`): the stream so far."""
+
+
 def request_seed(base: int | None, sample_id: str, episode: int, turn: int) -> int | None:
     """Per-request seed from (base, sample, episode, turn): deterministic whatever the scheduling
     (never one fixed seed for every request, unlike upstream: docs/evaluation.md#protocol)."""
@@ -245,11 +296,15 @@ async def run_episode(
     params: SamplingParams,
     forced_params: SamplingParams | None = None,
     reset_executor: Executor | None = None,
+    tokens: TokenOptions | None = None,
 ) -> Trajectory:
     """Play one episode: reset to `spec.index`, ask the policy for each turn, step the env.
 
     With `reset_executor`, the reset runs there (a worker thread) instead of on the event loop.
+    `tokens` (see `run_episodes`' keep_tokens / token_budget) keeps per-turn ids, feeds a
+    token-input policy the training stream and ends overlong episodes.
     """
+    tokens = tokens or TokenOptions()
     uw = env.unwrapped
     reset = functools.partial(env.reset, options={"index": spec.index})
     try:
@@ -274,39 +329,99 @@ async def run_episode(
     )
     conv = start_conversation(obs, info)
     forced = forced_params or params.with_(temperature=0.0, n=1)
+    builder, budget = tokens.builder, tokens.budget
+    stream: TokenStream | None = None  # the training stream so far (from turn 0's prompt ids)
     turn = 0
     while True:
         prefix = conv.assistant_prefix or ""
         p = forced if prefix else params
         p = p.with_(n=1, seed=request_seed(p.seed, traj.sample_id, spec.episode, turn))
+        if turn > 0 and stream is not None:
+            begin_turn(stream, prefix, builder)
+            if tokens.token_input:
+                conv.prompt_token_ids = stream.ids
+        if budget is not None:
+            used = len(stream.response_ids) if stream is not None else 0
+            cap = budget.per_turn_cap if budget.per_turn_cap is not None else p.max_tokens
+            max_tokens = min(cap, budget.max_response - used)
+            if max_tokens <= 0:
+                return _finalize_overlong(env, traj, "no response budget left")
+            p = p.with_(max_tokens=max_tokens)
         (completion,) = await batcher.generate(conv, p)
+        record = TurnRecord(
+            prefix=prefix,
+            text=completion.text,
+            finish_reason=completion.finish_reason,
+            stop_reason=completion.stop_reason,
+            token_ids=list(completion.token_ids) if completion.token_ids is not None else None,
+            logprobs=list(completion.logprobs) if completion.logprobs is not None else None,
+            prompt_tokens=completion.prompt_tokens,
+        )
+        if tokens.keep:
+            if completion.prompt_token_ids is not None:
+                record.prompt_token_ids = list(completion.prompt_token_ids)
+            if builder is not None and turn == 0:
+                if record.prompt_token_ids is None:
+                    raise ValueError(
+                        f"{type(batcher.policy).__name__} reported no prompt token ids: a "
+                        "token stream needs a backend that does (docs/backends.md#token-in-and-"
+                        "token-out)"
+                    )
+                stream = TokenStream(trajectory_uid(traj), list(record.prompt_token_ids))
+            if stream is not None:
+                end_turn(stream, record, builder)
+        if budget is not None:
+            if completion.finish_reason == "length":
+                traj.turns.append(record)
+                return _finalize_overlong(env, traj, "turn hit its token cap")
+            if len(stream.response_ids) > budget.max_response:  # its end-of-turn token
+                traj.turns.append(record)
+                return _finalize_overlong(env, traj, "end of turn past the budget")
         action = prefix + completion.text
         obs, reward, terminated, truncated, info = env.step(action)
-        traj.turns.append(
-            TurnRecord(
-                prefix=prefix,
-                text=completion.text,
-                finish_reason=completion.finish_reason,
-                stop_reason=completion.stop_reason,
-                token_ids=list(completion.token_ids) if completion.token_ids is not None else None,
-                logprobs=list(completion.logprobs) if completion.logprobs is not None else None,
-                prompt_tokens=completion.prompt_tokens,
-                crop=info.get("crop"),
-            )
-        )
+        record.crop = info.get("crop")
+        traj.turns.append(record)
         turn += 1
         done = terminated or truncated
+        if not done and tokens.keep:
+            image = obs["image"]
+            w, h = image.size if isinstance(image, Image.Image) else image.shape[1::-1]
+            observation = {"text": obs["text"], "image_sizes": [[int(w), int(h)]]}
+            if stream is not None:
+                add_observation(stream, observation, builder)
+                nxt = builder.forced_prefix(info.get("assistant_prefix") or "")
+                if budget is not None and (
+                    len(stream.response_ids) + len(nxt) >= budget.max_response
+                ):
+                    return _finalize_overlong(env, traj, "next observation does not fit")
+            record.observation = observation
         continue_conversation(conv, action, None if done else obs, info)
         if done:
-            traj.transcript = info["transcript"]
-            traj.reward = float(reward)
-            traj.components = dict(info["reward_components"])
-            traj.end_reason = info["end_reason"]
-            traj.ground_truth = info["ground_truth"]
-            traj.grounding = info.get("grounding")
-            cfg = uw.config
-            traj.answer = scored_answer(traj.transcript, cfg.answer_extraction, cfg.accuracy_fn)
+            _finish(env, traj, reward, info)
             return traj
+
+
+def _finish(env: gym.Env, traj: Trajectory, reward: float, info: dict[str, Any]) -> None:
+    """Copy the episode's end (reward, components, transcript, ...) into `traj`."""
+    traj.transcript = info["transcript"]
+    traj.reward = float(reward)
+    traj.components = dict(info["reward_components"])
+    traj.end_reason = info["end_reason"]
+    traj.ground_truth = info["ground_truth"]
+    traj.grounding = info.get("grounding")
+    cfg = env.unwrapped.config
+    traj.answer = scored_answer(traj.transcript, cfg.answer_extraction, cfg.accuracy_fn)
+
+
+def _finalize_overlong(env: gym.Env, traj: Trajectory, why: str) -> Trajectory:
+    """End a running episode by the token budget: the env scores the transcript so far
+    (`finalize("overlong")`, docs/envs.md#step) and the trajectory is marked overlong (its whole
+    training mask is 0). A turn cut at its cap is recorded but never sent to the env."""
+    reward, info = env.unwrapped.finalize("overlong")
+    _finish(env, traj, reward, info)
+    traj.overlong = True
+    log.debug("%s: overlong after %d turns (%s)", trajectory_uid(traj), len(traj.turns), why)
+    return traj
 
 
 async def run_episodes(
@@ -322,6 +437,9 @@ async def run_episodes(
     on_error: Callable[[EpisodeDataError], None] | None = None,
     on_abort: Callable[[EpisodeSpec, BaseException], None] | None = None,
     reset_workers: int = 0,
+    keep_tokens: bool = False,
+    token_budget: TokenBudget | None = None,
+    token_builder: TokenBuilder | None = None,
 ) -> list[Trajectory]:
     """Run many episodes concurrently (at most `max_in_flight` envs alive) and return them in order.
 
@@ -340,7 +458,23 @@ async def run_episodes(
     the interpreter lock, so a reset thread and the event loop hand the lock back and forth (a
     cached reset then takes ~25 ms instead of 2) and requests trickle out, multiplying the
     server's scheduling steps.
+
+    Tokens (docs/grpo.md#token-streams): `keep_tokens=True` keeps in each `TurnRecord` the prompt
+    ids the backend reports and the observation the env answered with, so that
+    `vigorl_agents.tokens.tokenize_trajectory` can build the training stream; with a policy whose
+    `supports_token_input` is true, turns after the first are then sent as that stream (token-in),
+    so the model conditions on exactly what will be trained. `token_budget` (needs keep_tokens)
+    caps each trajectory's response tokens and ends overlong ones (`TokenBudget`).
+    `token_builder` defaults to `TokenBuilder.for_policy(policy)`.
     """
+    if token_budget is not None and not keep_tokens:
+        raise ValueError("token_budget needs keep_tokens=True (the budget counts stream tokens)")
+    token_input = keep_tokens and bool(getattr(policy, "supports_token_input", False))
+    if token_builder is None and (token_input or token_budget is not None):
+        token_builder = TokenBuilder.for_policy(policy)
+    tokens = TokenOptions(
+        keep=keep_tokens, builder=token_builder, budget=token_budget, token_input=token_input
+    )
     specs = list(specs)
     batcher = Batcher(policy, max_batch=max_batch)
     pool: asyncio.Queue[gym.Env] = asyncio.Queue()
@@ -360,7 +494,9 @@ async def run_episodes(
         env = await pool.get()
         started.add(i)
         try:
-            traj = await run_episode(env, batcher, spec, params, forced_params, executor)
+            traj = await run_episode(
+                env, batcher, spec, params, forced_params, executor, tokens=tokens
+            )
         except EpisodeDataError as e:
             if on_error is None:
                 raise

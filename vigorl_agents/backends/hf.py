@@ -239,6 +239,7 @@ class _Prepared:
 
     features: dict[str, Any]  # processor output, batch dimension 1
     prompt_tokens: int
+    prompt_ids: tuple[int, ...] = ()  # what the model is fed (Completion.prompt_token_ids)
 
 
 class HFPolicy:
@@ -249,10 +250,14 @@ class HFPolicy:
     they must satisfy min_pixels ≤ the env's m and max_pixels ≥ the env's M
     (docs/backends.md#image-sizes-the-processor-must-keep-the-frame).
     `max_batch_size` caps the sequences (conversations × n) of one `generate` call.
+    `conv.prompt_token_ids`, when set, is fed as given (token-in, `supports_token_input`).
     A model loaded here by name runs the vision tower's windowed attention batched
     (`vision_attention="grouped"`, `models.vision_attention`: same output, one SDPA call per window
     length instead of one per window); a model passed in is used as it is.
     """
+
+    supports_token_input = True
+    """`Conversation.prompt_token_ids` is fed as given, with the image processor's features."""
 
     def __init__(
         self,
@@ -403,7 +408,6 @@ class HFPolicy:
     def _prepare(self, index: int, conv: Conversation, max_tokens: int) -> _Prepared:
         from vigorl_agents.models.load import processor_pixel_bounds
 
-        text = render_prompt(self.processor, conv)
         images = [_to_rgb(img) for img in conv.images]
         lo, hi = processor_pixel_bounds(self.processor)
         factor = _resize_factor(self.processor.image_processor)
@@ -423,10 +427,14 @@ class HFPolicy:
                     "conversation %d: image %d is %dx%d, not a multiple of %d; the processor "
                     "rounds it (model frames from the env never are)", index, k, w, h, factor,
                 )  # fmt: skip
-        kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
-        if images:
-            kwargs["images"] = images
-        features = dict(self.processor(**kwargs))  # never truncated
+        if conv.prompt_token_ids is not None:
+            features = self._token_features(index, conv.prompt_token_ids, images)
+        else:
+            text = render_prompt(self.processor, conv)
+            kwargs: dict[str, Any] = {"text": [text], "return_tensors": "pt"}
+            if images:
+                kwargs["images"] = images
+            features = dict(self.processor(**kwargs))  # never truncated
         n_prompt = int(features["input_ids"].shape[1])
         if self.max_positions is not None and n_prompt + max_tokens > self.max_positions:
             raise ValueError(
@@ -434,7 +442,43 @@ class HFPolicy:
                 f"{n_prompt + max_tokens} exceeds the model's {self.max_positions} positions "
                 "(prompts are never truncated)"
             )
-        return _Prepared(features=features, prompt_tokens=n_prompt)
+        return _Prepared(
+            features=features,
+            prompt_tokens=n_prompt,
+            prompt_ids=tuple(int(t) for t in features["input_ids"][0].tolist()),
+        )
+
+    def _token_features(
+        self, index: int, ids: Sequence[int], images: list[Image.Image]
+    ) -> dict[str, Any]:
+        """Token-in (docs/backends.md#token-in-and-token-out): the given ids as they are (image
+        pads already expanded) + the image processor's pixel values and grids, with the same
+        per-token tensors the processor's own call produces (attention mask, `mm_token_type_ids`
+        marking the pads). The pad count must match the images' grids (else ValueError)."""
+        import torch
+
+        from vigorl_agents.train.data import vision_token_ids
+
+        vt = vision_token_ids(self.processor)
+        input_ids = torch.tensor([list(ids)], dtype=torch.long)
+        features: dict[str, Any] = {
+            "input_ids": input_ids,
+            "attention_mask": torch.ones_like(input_ids),
+            "mm_token_type_ids": (input_ids == vt.image_pad).to(torch.long),
+        }
+        n_pads = int((input_ids == vt.image_pad).sum())
+        expected = 0
+        if images:
+            pixels = self.processor.image_processor(images=images, return_tensors="pt")
+            features["pixel_values"] = pixels["pixel_values"]
+            features["image_grid_thw"] = pixels["image_grid_thw"]
+            expected = int(pixels["image_grid_thw"].prod(-1).sum()) // vt.merge_size**2
+        if n_pads != expected:
+            raise ValueError(
+                f"conversation {index}: the token-in prompt holds {n_pads} <|image_pad|> tokens "
+                f"but its {len(images)} image(s) give {expected} features"
+            )
+        return features
 
     def _collate(self, items: list[_Prepared]) -> dict[str, Any]:
         """Left-pad the per-token features, concatenate the image features in row order."""
@@ -530,6 +574,7 @@ class HFPolicy:
                     token_ids=tuple(ids),
                     logprobs=tuple(logprobs[r, :end].tolist()) if p.logprobs else None,
                     prompt_tokens=items[r].prompt_tokens,
+                    prompt_token_ids=items[r].prompt_ids,
                 )
             )
         return out

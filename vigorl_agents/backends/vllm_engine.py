@@ -71,6 +71,53 @@ def engine_messages(conv: Conversation, ids: ImageURLCache | None = None) -> lis
     return conv.chat_messages(part)
 
 
+def collapse_image_pads(ids: Sequence[int], vision: tuple[int, int, int]) -> list[int]:
+    """`ids` with each image's run of pads (`vision_start`, pad × k, `vision_end`) cut to one pad.
+
+    vLLM's multimodal processor expands the first `<|image_pad|>` of each image to the image's
+    token count itself, also in a token prompt: fed already-expanded pads, it expands them
+    again (checked on 0.32: 56 pads became 111). So token-in sends one pad per image and vLLM
+    puts back its own count; the prompt ids it reports equal the caller's when both counts agree
+    (the rollout loop compares them: `TokenStream.prompt_mismatch`). Pads outside a
+    `vision_start` … `vision_end` block are left alone. `vision` = (pad, start, end) ids."""
+    pad, start, end = vision
+    out: list[int] = []
+    i, n = 0, len(ids)
+    while i < n:
+        t = int(ids[i])
+        out.append(t)
+        i += 1
+        if t == start and i < n and ids[i] == pad:
+            j = i
+            while j < n and ids[j] == pad:
+                j += 1
+            if j < n and ids[j] == end:
+                out.append(pad)
+                i = j
+    return out
+
+
+def engine_tokens_prompt(
+    conv: Conversation, vision: tuple[int, int, int], ids: ImageURLCache | None = None
+) -> dict[str, Any]:
+    """Token-in: vLLM's `TokensPrompt` for `conv.prompt_token_ids` (image pads collapsed,
+    `collapse_image_pads`; vision = (pad, start, end) ids) with `conv.images` in order (PIL;
+    with `ids`, their content ids)."""
+    if conv.prompt_token_ids is None:
+        raise ValueError("engine_tokens_prompt needs conv.prompt_token_ids")
+    images = [
+        Image.fromarray(np.asarray(i)) if isinstance(i, np.ndarray) else i for i in conv.images
+    ]
+    prompt: dict[str, Any] = {
+        "prompt_token_ids": collapse_image_pads(conv.prompt_token_ids, vision)
+    }
+    if images:
+        prompt["multi_modal_data"] = {"image": images}
+        if ids is not None:
+            prompt["multi_modal_uuids"] = {"image": [ids.uuid(i) for i in conv.images]}
+    return prompt
+
+
 def engine_sampling_params(vllm: Any, params: SamplingParams) -> Any:
     """`params` as vLLM's `SamplingParams` (stop strings kept in the text), every field mapped.
 
@@ -110,6 +157,7 @@ class _Job:
     future: concurrent.futures.Future
     ids: tuple[str, ...] = ()  # vLLM's internal and external request ids, once added
     retried: bool = False
+    tokens: dict[str, Any] | None = None  # token-in: a TokensPrompt instead of `messages`
 
 
 def _deliver(job: _Job, result: Any = None, error: BaseException | None = None) -> None:
@@ -140,6 +188,9 @@ class VLLMEnginePolicy:
 
     continuous_batching = True
     """Send each conversation's request as soon as it is asked for: the engine batches itself."""
+
+    supports_token_input = True
+    """`Conversation.prompt_token_ids` is fed as given (a `TokensPrompt`), nothing rendered."""
 
     def __init__(
         self,
@@ -184,6 +235,7 @@ class VLLMEnginePolicy:
                 kwargs["max_num_batched_tokens"] = max_model_len
         kwargs.update(llm_kwargs)
         self.model = str(model)
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels  # for TokenBuilder.for_policy
         self.llm = vllm.LLM(model=self.model, **kwargs)
         self._vllm = vllm
         # Refusals of a request (vLLM's server maps VLLMClientError to HTTP 4xx).
@@ -195,6 +247,13 @@ class VLLMEnginePolicy:
         except ImportError:  # older vLLM: plain ValueErrors
             pass
         self.image_ids = ImageURLCache()  # content ids only (no encoding)
+        tok = self.llm.get_tokenizer()
+        self.vision_ids: tuple[int, int, int] = tuple(  # type: ignore[assignment]
+            int(i)
+            for i in tok.convert_tokens_to_ids(
+                ["<|image_pad|>", "<|vision_start|>", "<|vision_end|>"]
+            )
+        )
         self._lock = threading.Lock()  # the engine: its thread, load_weights, close
         self._cond = threading.Condition()  # the queues below
         self._incoming: list[_Job] = []
@@ -244,6 +303,14 @@ class VLLMEnginePolicy:
                 chat_template_flags(c),
                 p,
                 concurrent.futures.Future(),
+            )
+            if c.prompt_token_ids is None
+            else _Job(
+                [],
+                {},
+                p,
+                concurrent.futures.Future(),
+                tokens=engine_tokens_prompt(c, self.vision_ids, self.image_ids),
             )
             for c, p in zip(conversations, params, strict=True)
         ]
@@ -328,12 +395,17 @@ class VLLMEnginePolicy:
             self._done(job)
             return
         try:
-            (rid,) = self.llm.enqueue_chat(
-                [job.messages],
-                [self.sampling_params(job.params)],
-                use_tqdm=False,
-                **job.flags,
-            )
+            if job.tokens is not None:  # token-in: the ids as given, nothing rendered
+                (rid,) = self.llm.enqueue(
+                    [job.tokens], [self.sampling_params(job.params)], use_tqdm=False
+                )
+            else:
+                (rid,) = self.llm.enqueue_chat(
+                    [job.messages],
+                    [self.sampling_params(job.params)],
+                    use_tqdm=False,
+                    **job.flags,
+                )
         except Exception as exc:  # rendering refused the conversation (images, length, ...)
             if isinstance(exc, self._client_errors):
                 exc = PolicyRequestError(ENGINE, None, str(exc))
@@ -499,7 +571,8 @@ def check_complete_modules(names: Iterable[str], known: set[str] | None) -> None
 
 
 def _completions(out: Any) -> list[Completion]:
-    prompt_tokens = len(out.prompt_token_ids) if out.prompt_token_ids is not None else None
+    prompt_ids = tuple(out.prompt_token_ids) if out.prompt_token_ids is not None else None
+    prompt_tokens = len(prompt_ids) if prompt_ids is not None else None
     completions = []
     for c in sorted(out.outputs, key=lambda c: c.index):
         logprobs = None
@@ -515,6 +588,7 @@ def _completions(out: Any) -> list[Completion]:
                 token_ids=tuple(c.token_ids),
                 logprobs=logprobs,
                 prompt_tokens=prompt_tokens,
+                prompt_token_ids=prompt_ids,
             )
         )
     return completions

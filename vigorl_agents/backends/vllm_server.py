@@ -28,8 +28,10 @@ server stops a run after minutes, loudly, instead of an hour in silence.
 vLLM request extensions used (vLLM ≥ 0.11; checked on 0.32): `top_k`,
 `include_stop_str_in_output`, `skip_special_tokens`, `return_token_ids`,
 `continue_final_message` / `add_generation_prompt` (forced prefix,
-docs/protocol.md#forced-final-answer), `structured_outputs` (regex), image `uuid`s, and the
-`stop_reason` / `token_ids` fields of each returned choice.
+docs/protocol.md#forced-final-answer), `structured_outputs` (regex), image `uuid`s, the
+`stop_reason` / `token_ids` fields of each returned choice and the response's `prompt_token_ids`
+(the ids the server fed the model, image pads expanded: `Completion.prompt_token_ids`). The server
+is text-in: it renders the conversation itself (docs/backends.md#token-in-and-token-out).
 """
 
 from __future__ import annotations
@@ -442,6 +444,9 @@ def _completions(response: dict[str, Any]) -> list[Completion]:
     """vLLM's choices (parsed JSON) → `Completion`s, in choice-index order."""
     usage = response.get("usage") or {}
     prompt_tokens = usage.get("prompt_tokens")
+    # the ids the server fed the model (image pads expanded), returned with `return_token_ids`
+    prompt_ids = response.get("prompt_token_ids")
+    prompt_ids = tuple(prompt_ids) if prompt_ids is not None else None
     out = []
     for choice in sorted(response["choices"], key=lambda c: c["index"]):
         stop_reason = choice.get("stop_reason")
@@ -459,6 +464,7 @@ def _completions(response: dict[str, Any]) -> list[Completion]:
                 token_ids=tuple(token_ids) if token_ids is not None else None,
                 logprobs=logprobs,
                 prompt_tokens=prompt_tokens,
+                prompt_token_ids=prompt_ids,
             )
         )
     return out
