@@ -35,6 +35,10 @@ class SamplingParams:
     regex: str | None = None
     """Constrain the output to this regular expression (vLLM structured outputs). For scripted
     benchmarks and tests that need format-following text from a random model; HF refuses it."""
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    """(token id, bias) pairs added to the logits before sampling; GRPO rollouts put −100 on the
+    vision tokens (`<|image_pad|>`, `<|vision_start|>`, `<|vision_end|>`) so that a sampled
+    response never contains one (docs/grpo.md#sampling). A tuple, so the params stay hashable."""
 
     def __post_init__(self) -> None:
         if self.n < 1:

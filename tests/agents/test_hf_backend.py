@@ -165,6 +165,29 @@ def test_top_k_one_is_greedy(policy25):
     assert [c[0].token_ids for c in topk1] == [c[0].token_ids for c in greedy]
 
 
+def test_logit_bias_bans_a_token_and_logprobs_stay_the_models(policy25):
+    """−100 on the greedy first token: it is never chosen (greedy or sampled), and the reported
+    logprob of what was chosen is the unbiased model's (what the trainer recomputes)."""
+    convs = _conversations()
+    greedy = _run(policy25, convs, GREEDY.with_(max_tokens=4))
+    first = greedy[0][0].token_ids[0]
+    banned = GREEDY.with_(max_tokens=4, logit_bias=((first, -100.0),))
+    out = _run(policy25, convs, banned)
+    assert out[0][0].token_ids[0] != first
+    sampled = _run(
+        policy25,
+        convs[:1],
+        SamplingParams(n=8, temperature=1.0, max_tokens=1, stop=(), seed=3, logprobs=True,
+                       logit_bias=((first, -100.0),)),
+    )  # fmt: skip
+    assert all(c.token_ids[0] != first for c in sampled[0])
+    unbiased = _run(policy25, convs[:1], GREEDY.with_(max_tokens=1))
+    # the second-best token under the bias: its logprob is the unbiased model's own
+    second = out[0][0]
+    assert second.logprobs[0] < unbiased[0][0].logprobs[0]  # lower than the banned best token
+    assert second.logprobs[0] > -50  # not shifted by the −100 bias
+
+
 def test_checkpoint_generation_config_is_ignored_and_model_state_restored(policy25):
     """Qwen checkpoints ship repetition_penalty / top_k defaults that SamplingParams can't
     express; they must not leak into decoding. A shared (training) model keeps its mode."""

@@ -80,7 +80,7 @@ def _changed_fields(policy) -> list[str]:
     base = SamplingParams()
     changed = {
         "n": 3, "temperature": 0.9, "top_p": 0.5, "top_k": 7, "max_tokens": 9, "stop": ("x",),
-        "seed": 11, "logprobs": True, "regex": "a+",
+        "seed": 11, "logprobs": True, "regex": "a+", "logit_bias": ((5, -100.0),),
     }  # fmt: skip
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
     ref = repr(policy.sampling_params(base))

@@ -164,7 +164,7 @@ def test_every_sampling_field_changes_the_request():
     base = SamplingParams()
     changed = {
         "n": 3, "temperature": 0.9, "top_p": 0.5, "top_k": 7, "max_tokens": 9, "stop": ("x",),
-        "seed": 11, "logprobs": True, "regex": "a+",
+        "seed": 11, "logprobs": True, "regex": "a+", "logit_bias": ((5, -100.0),),
     }  # fmt: skip
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
     body0 = policy.request_body(_episode(), base)

@@ -136,8 +136,14 @@ def _make_sampler(rows: list[SamplingParams], seeds: list[int], device: Any, wan
             self.logprobs: list[torch.Tensor] = []
             self.want_lp = want_lp
             self.arange = torch.arange(b, device=device)
+            self.bias = [(i, t, v) for i, p in enumerate(rows) for t, v in p.logit_bias]
 
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+            raw = scores  # logprobs are the model's own (as vLLM reports them), bias excluded
+            if self.bias:  # SamplingParams.logit_bias: added before anything is chosen
+                scores = scores.clone()
+                for i, t, v in self.bias:
+                    scores[i, t] += v
             chosen = scores.argmax(dim=-1)
             if self.sampled:
                 idx = self.sampled_t
@@ -156,7 +162,7 @@ def _make_sampler(rows: list[SamplingParams], seeds: list[int], device: Any, wan
                 )
                 chosen = chosen.index_copy(0, idx, (probs / noise).argmax(dim=-1))
             if self.want_lp:
-                lp = scores.log_softmax(dim=-1)[self.arange, chosen]
+                lp = raw.log_softmax(dim=-1)[self.arange, chosen]
                 self.logprobs.append(lp)
             out = torch.full_like(scores, -math.inf)
             return out.scatter_(1, chosen[:, None], 0.0)

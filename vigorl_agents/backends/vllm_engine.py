@@ -125,7 +125,7 @@ def engine_sampling_params(vllm: Any, params: SamplingParams) -> Any:
     setting is honoured or refused, never dropped.
     """
     known = {"n", "temperature", "top_p", "top_k", "max_tokens", "stop", "seed", "logprobs",
-             "regex"}  # fmt: skip
+             "regex", "logit_bias"}  # fmt: skip
     unknown = [f.name for f in dataclasses.fields(params) if f.name not in known]
     if unknown:
         raise NotImplementedError(f"the vLLM engine backend cannot honour {unknown}")
@@ -142,6 +142,7 @@ def engine_sampling_params(vllm: Any, params: SamplingParams) -> Any:
         seed=params.seed,
         logprobs=0 if params.logprobs else None,
         structured_outputs=structured,
+        logit_bias=dict(params.logit_bias) or None,
         include_stop_str_in_output=True,
         skip_special_tokens=True,
     )

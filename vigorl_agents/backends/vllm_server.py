@@ -154,6 +154,8 @@ def sampling_fields(params: SamplingParams) -> tuple[dict[str, Any], dict[str, A
         top["seed"] = params.seed
     if params.regex is not None:
         extra["structured_outputs"] = {"regex": params.regex}
+    if params.logit_bias:
+        top["logit_bias"] = {str(int(t)): float(b) for t, b in params.logit_bias}
     return top, extra
 
 
