@@ -252,11 +252,12 @@ class EpisodeSpec:
 class TokenBudget:
     """The response token budget of a training rollout (docs/grpo.md#overlong-trajectories).
 
-    Each turn may generate `min(per_turn_cap, max_response - len(response so far))` tokens
-    (`per_turn_cap` None: the sampling params' max_tokens). A trajectory is overlong, and ends
-    by `env.finalize("overlong")`, when that is ≤ 0, when a turn hits its cap (finish reason
-    "length": no stop string, no EOS), or when the turn's end-of-turn token or the next
-    observation (+ forced prefix) does not fit in `max_response`.
+    Each turn may generate `min(per_turn_cap, max_response - len(response so far) - 1)` tokens
+    (`per_turn_cap` None: the sampling params' max_tokens); the one position kept back is for
+    the `<|im_end|>` appended after a turn that stopped on a stop string, so a stream never
+    exceeds `max_response`. A trajectory is overlong, and ends by `env.finalize("overlong")`,
+    when that is ≤ 0, when a turn hits its cap (finish reason "length": no stop string, no EOS),
+    or when the next observation (+ forced prefix) does not fit in `max_response`.
     """
 
     max_response: int
@@ -343,7 +344,7 @@ async def run_episode(
         if budget is not None:
             used = len(stream.response_ids) if stream is not None else 0
             cap = budget.per_turn_cap if budget.per_turn_cap is not None else p.max_tokens
-            max_tokens = min(cap, budget.max_response - used)
+            max_tokens = min(cap, budget.max_response - used - 1)  # - 1: room for E_t
             if max_tokens <= 0:
                 return _finalize_overlong(env, traj, "no response budget left")
             p = p.with_(max_tokens=max_tokens)
@@ -390,9 +391,7 @@ async def run_episode(
             if stream is not None:
                 add_observation(stream, observation, builder)
                 nxt = builder.forced_prefix(info.get("assistant_prefix") or "")
-                if budget is not None and (
-                    len(stream.response_ids) + len(nxt) >= budget.max_response
-                ):
+                if budget is not None and len(stream.response_ids) + len(nxt) > budget.max_response:
                     return _finalize_overlong(env, traj, "next observation does not fit")
             record.observation = observation
         continue_conversation(conv, action, None if done else obs, info)
