@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import sys
 
 import gymnasium as gym
@@ -19,7 +20,13 @@ import vigorl_env
 from vigorl_env.web.browser import BrowserUnavailableError, browser_unavailable_reason
 
 REASON = browser_unavailable_reason()
-pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no browser: {REASON}")
+try:
+    import miniwob  # noqa: F401
+except ImportError:
+    REASON = (
+        REASON or "the miniwob package is missing; install the web extra: pip install 'vigorl[web]'"
+    )
+needs_browser = pytest.mark.skipif(REASON is not None, reason=f"no browser: {REASON}")
 
 ENV_ID = "ViGoRL/MiniWoB-v0"
 
@@ -59,6 +66,7 @@ def test_ids_are_registered_apart_from_the_data_envs():
     assert ENV_ID not in vigorl_env.ENV_IDS  # the data suite needs no browser
 
 
+@needs_browser
 def test_reset_observation_lists_the_marked_elements(env):
     obs, info = env.reset(options={"sample_id": "login-user/test/0"})
     assert obs["image"].shape == (588, 448, 3) and obs["image"].dtype == np.uint8
@@ -88,6 +96,7 @@ def test_reset_observation_lists_the_marked_elements(env):
         "enter-password",
     ],
 )
+@needs_browser
 def test_the_oracle_completes_each_task_type(env, task):
     """Clicks, checkbox states, tabs and typed text: the page's own reward says success."""
     for k in range(2):
@@ -100,6 +109,7 @@ def test_the_oracle_completes_each_task_type(env, task):
         assert reward == pytest.approx(0.6)
 
 
+@needs_browser
 def test_a_wrong_click_fails_the_task(env):
     obs, _ = env.reset(options={"sample_id": "click-button/test/0"})
     want = obs["text"].split('"')[1]
@@ -115,6 +125,7 @@ def test_a_wrong_click_fails_the_task(env):
     assert info["reward_components"]["format"] == 1.0 and reward == pytest.approx(0.4)
 
 
+@needs_browser
 def test_typing_changes_the_page_and_the_listing(env):
     obs, _ = env.reset(options={"sample_id": "enter-text/test/1"})
     box = _find(obs["text"], "textbox", "")
@@ -129,6 +140,7 @@ def test_typing_changes_the_page_and_the_listing(env):
     assert term and info["reward_components"]["accuracy"] == 0.0  # the wrong text was entered
 
 
+@needs_browser
 def test_reset_gives_a_new_episode_and_the_same_seed_the_same_one(env):
     a, info_a = env.reset(options={"sample_id": "click-button/test/0"})
     b, _ = env.reset(options={"sample_id": "click-button/test/1"})
@@ -149,6 +161,7 @@ def test_reset_gives_a_new_episode_and_the_same_seed_the_same_one(env):
         train.close()
 
 
+@needs_browser
 def test_hostile_actions_never_crash(env):
     obs, _ = env.reset(options={"sample_id": "enter-text/test/2"})
     # an id that is not on the page: a flagged no-op
@@ -167,6 +180,7 @@ def test_hostile_actions_never_crash(env):
     assert info["web_action"]["content"] == "a] [b" and not (term or trunc)
 
 
+@needs_browser
 def test_a_thousand_actions_never_crash():
     """Random and hostile text for 1,000 turns: only flags, then the turn limit."""
     e = gym.make(ENV_ID, task="click-checkboxes", max_turns=1000)
@@ -202,6 +216,7 @@ def test_a_thousand_actions_never_crash():
         e.close()
 
 
+@needs_browser
 def test_stop_ends_the_episode_unsolved(env):
     env.reset(options={"sample_id": "click-test/test/0"})
     _, reward, term, trunc, info = env.step(act("stop []"))
@@ -211,6 +226,7 @@ def test_stop_ends_the_episode_unsolved(env):
     )
 
 
+@needs_browser
 def test_turn_limit_truncates_and_grounding_counts_points(env):
     e = gym.make(ENV_ID, task="click-checkboxes", max_turns=2)
     try:
@@ -226,6 +242,7 @@ def test_turn_limit_truncates_and_grounding_counts_points(env):
         e.close()
 
 
+@needs_browser
 def test_state_replays_the_episode(env):
     obs, _ = env.reset(options={"sample_id": "click-checkboxes/test/3"})
     env.step(act("click [1]"))
@@ -242,6 +259,7 @@ def test_state_replays_the_episode(env):
         gym.make(ENV_ID, split="test", max_turns=3).unwrapped.set_state(state)
 
 
+@needs_browser
 def test_a_dead_browser_ends_the_episode_with_a_flag_and_the_next_reset_works(env):
     uw = env.unwrapped
     env.reset(options={"sample_id": "click-button/test/0"})
@@ -255,6 +273,7 @@ def test_a_dead_browser_ends_the_episode_with_a_flag_and_the_next_reset_works(en
     assert uw._host.launches == launches + 1
 
 
+@needs_browser
 def test_check_env_passes(env):
     e = gym.make(ENV_ID, task="click-checkboxes", split="test")
     try:
@@ -281,6 +300,7 @@ def test_a_missing_browser_names_the_install_command(monkeypatch):
     )
 
 
+@needs_browser
 def test_evaluation_runner_with_the_oracle_and_a_chance_baseline(tmp_path):
     """The existing evaluation runner drives the env end to end: the oracle solves every episode,
     the random-action baseline solves (almost) none."""
@@ -303,3 +323,17 @@ def test_evaluation_runner_with_the_oracle_and_a_chance_baseline(tmp_path):
     summary = asyncio.run(evaluate(guess, cfg, tmp_path / "guess", policy_name="guess"))
     (row,) = summary["rows"]
     assert row["n"] == 4 and row["accuracy"]["mean"] <= 50.0
+
+
+def test_web_modules_import_no_browser_and_no_heavy_module():
+    """Importing the web envs (and making the grounding env) starts nothing: Playwright is
+    imported at the first browser call only, and vigorl_env stays below the agents' line."""
+    code = (
+        "import sys, gymnasium as gym, vigorl_env\n"
+        "import vigorl_env.web.miniwob, vigorl_env.web.grounding\n"
+        "gym.make('ViGoRL/RenderedGrounding-v0', size=2)\n"
+        "heavy = {'playwright', 'torch', 'transformers', 'vigorl_agents'} & set(sys.modules)\n"
+        "print(sorted(heavy))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
