@@ -10,6 +10,11 @@ PIL objects (`image_pil` parts, no PNG round trip) with their content id (`uuid`
 each image once per episode instead of once per turn, and equal frames of the n episodes of one
 sample share vLLM's processed-image cache. The event loop stays free for the envs.
 
+Token-out and token-in (docs/backends.md#token-in-and-token-out): each completion carries the
+prompt ids vLLM fed the model; a conversation with `prompt_token_ids` goes in as a `TokensPrompt`
+with its images (each image's pad run cut to one pad, which vLLM expands again itself), so a
+rollout can feed the training token stream as it is.
+
 Every field of `SamplingParams` is honoured (`regex` through vLLM's structured outputs); a field
 this backend does not know raises instead of being dropped.
 
