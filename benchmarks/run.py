@@ -89,7 +89,9 @@ def main(args: Args) -> dict[str, Any]:
         )
 
         def factory(env_id: str, _cls=cls) -> Any:
-            bench = gym.spec(env_id).kwargs["benchmark"]
+            bench = gym.spec(env_id).kwargs.get("benchmark")
+            if bench is None:  # a browser env (docs/web.md)
+                return _cls(answer_kind=vigorl_env.registration.WEB_ANSWER_KINDS[env_id])
             return _cls(answer_kind=vigorl_env.tasks.BENCHMARKS[bench].family.answer_kind)
 
         summaries[name] = asyncio.run(evaluate(factory, cfg, args.out / name, policy_name=name))

@@ -21,6 +21,11 @@ WEB_ENTRY_POINTS: dict[str, str] = {
 """The browser envs (docs/web.md): registered like the others, but kept out of `ENV_IDS` because
 they need the `web` extra and a Chromium."""
 WEB_IDS: tuple[str, ...] = tuple(WEB_ENTRY_POINTS)
+WEB_ANSWER_KINDS: dict[str, str] = {
+    "ViGoRL/MiniWoB-v0": "web_action",
+    "ViGoRL/RenderedGrounding-v0": "point_in_box",
+}
+"""Answer kind of each browser env (they have no `benchmark` kwarg to look it up by)."""
 
 
 def register_all() -> None:

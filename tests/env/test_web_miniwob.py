@@ -64,6 +64,12 @@ def test_ids_are_registered_apart_from_the_data_envs():
     assert ENV_ID in gym.registry and "ViGoRL/RenderedGrounding-v0" in gym.registry
     assert ENV_ID in vigorl_env.registration.WEB_IDS
     assert ENV_ID not in vigorl_env.ENV_IDS  # the data suite needs no browser
+    from vigorl_env.web.miniwob import MiniWoBEnv
+
+    assert {
+        ENV_ID: MiniWoBEnv.answer_kind,
+        "ViGoRL/RenderedGrounding-v0": "point_in_box",
+    } == vigorl_env.registration.WEB_ANSWER_KINDS
 
 
 @needs_browser
