@@ -31,11 +31,13 @@ _PY_WORDS = {"None": None, "True": True, "False": False}
 
 @cache
 def env_kwarg_names() -> frozenset[str]:
-    """Every make kwarg an env accepts (docs/envs.md#make-kwargs), plus `data_root`."""
+    """Every make kwarg an env accepts (docs/envs.md#make-kwargs), plus `data_root` and the
+    browser envs' own (docs/web.md)."""
     from vigorl_env.config import build_config
+    from vigorl_env.registration import WEB_MAKE_KWARGS
 
     names = set(inspect.signature(build_config).parameters) - {"benchmark"}
-    return frozenset(names | {"data_root"})
+    return frozenset(names | {"data_root"} | WEB_MAKE_KWARGS)
 
 
 def _value(text: str) -> Any:

@@ -26,6 +26,8 @@ WEB_ANSWER_KINDS: dict[str, str] = {
     "ViGoRL/RenderedGrounding-v0": "point_in_box",
 }
 """Answer kind of each browser env (they have no `benchmark` kwarg to look it up by)."""
+WEB_MAKE_KWARGS: frozenset[str] = frozenset({"task", "cache_dir", "executable"})
+"""Make kwargs only the browser envs take (docs/web.md), beside the common ones."""
 
 
 def register_all() -> None:

@@ -343,3 +343,24 @@ def test_web_modules_import_no_browser_and_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_command_lines_take_the_web_make_kwargs():
+    """`--env-kwargs task=... cache_dir=...` parses (the evaluation and benchmark CLIs), and every
+    such kwarg is one the browser envs accept."""
+    import inspect
+
+    from vigorl_agents.cli import parse_env_kwargs
+    from vigorl_env.web.grounding import RenderedGroundingEnv
+    from vigorl_env.web.miniwob import MiniWoBEnv, build_miniwob_config
+
+    kw = parse_env_kwargs(['task=["click-button", "enter-text"]', "cache_dir=/tmp/x"])
+    assert kw == {"task": ["click-button", "enter-text"], "cache_dir": "/tmp/x"}
+    accepted = (
+        set(inspect.signature(MiniWoBEnv).parameters)
+        | set(inspect.signature(build_miniwob_config).parameters)
+        | set(inspect.signature(RenderedGroundingEnv).parameters)
+    )
+    assert accepted >= vigorl_env.registration.WEB_MAKE_KWARGS
+    with pytest.raises(ValueError, match="unknown MiniWoB task"):
+        build_miniwob_config(task="click-buton")
