@@ -137,7 +137,13 @@ class TokenBuilder:
                     f"cannot tell the tokenizer of {type(policy).__name__}: pass token_builder="
                     "TokenBuilder.from_processor(processor)"
                 )
-            processor = AutoProcessor.from_pretrained(model)
+            try:
+                processor = AutoProcessor.from_pretrained(model)
+            except (OSError, ValueError) as exc:
+                raise ValueError(
+                    f"cannot load the processor of {type(policy).__name__} model {model!r} "
+                    f"({exc}); pass token_builder=TokenBuilder.from_processor(processor)"
+                ) from exc
             set_processor_pixel_bounds(
                 processor,
                 min_pixels=getattr(policy, "min_pixels", None),

@@ -264,3 +264,14 @@ def test_transformers_token_in_feeds_the_ids_and_matches_text_in(tiny_qwen25_dir
     bad = Conversation(token_in.messages, prompt_token_ids=ids[:first_pad] + ids[first_pad + 1 :])
     with pytest.raises(ValueError, match="image_pad"):
         asyncio.run(policy.generate([bad], params))
+
+
+def test_the_text_in_server_refuses_token_input():
+    """Rendering the messages instead would silently feed other ids than the caller's."""
+    from vigorl_agents.backends.vllm_server import VLLMServerPolicy
+
+    policy = VLLMServerPolicy("http://127.0.0.1:9/v1", "tiny", max_retries=0)
+    assert not getattr(policy, "supports_token_input", False)
+    conv = Conversation([Message("user", "hi")], prompt_token_ids=[1, 2, 3])
+    with pytest.raises(ValueError, match="text-in"):
+        asyncio.run(policy.generate([conv], SamplingParams()))

@@ -250,6 +250,12 @@ class VLLMServerPolicy:
         params: SamplingParams | Sequence[SamplingParams],
     ) -> list[list[Completion]]:
         per_conv = params_per_conversation(params, len(conversations))
+        if any(c.prompt_token_ids is not None for c in conversations):
+            # text-in only: rendering the messages instead would silently feed other ids
+            raise ValueError(
+                "VLLMServerPolicy is text-in: it cannot feed Conversation.prompt_token_ids "
+                "(docs/backends.md#token-in-and-token-out)"
+            )
         self._bind_loop()
         if len(conversations) == 1:  # the rollout loop's case: no gather
             return [await self._one(conversations[0], per_conv[0])]
