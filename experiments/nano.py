@@ -98,9 +98,10 @@ class Tasks:
     """Side of the zoomed crop: crop_size / (2·offset) > 1, so a crop shows its region larger."""
     max_images: int = 3
     """Multi-turn image budget (frame + crops); single-turn gets a frame of the same pixel total."""
-    n_train_spatial: int = 64
-    n_train_search: int = 48
-    n_test: int = 60
+    n_train_spatial: int = 300
+    """Train samples searched per env (indices 0..n-1 of the env's train split)."""
+    n_train_search: int = 64
+    n_test: int = 100
     """Test samples per env (indices 0..n_test-1 of the env's test split)."""
 
     @property
@@ -128,6 +129,8 @@ class Student:
     vision_depth: int = 2
     vision_dim: int = 64
     init_std: float = 0.02
+    vocab_size: int = 1024
+    """BPE vocabulary of the tokenizer trained on the training chains (special tokens included)."""
     seed: int = 0
 
 
@@ -141,14 +144,16 @@ class Search:
     """Thoughts before the answer: short chains keep the student's sequences short."""
     chain_kinds: tuple[str, ...] = ("direct",)
     """Chain kinds kept (direct; corrected = wrong attempt, backtrack, correct attempt)."""
-    chains_per_sample: int = 4
+    chains_per_sample: int = 2
     seed: int = 42
+    workers: int = 2
+    """Processes the search is sharded over (each runs its shard's trees asynchronously)."""
 
 
 @dataclass(frozen=True)
 class SFT:
     epochs: int = 2
-    lr: float = 1e-3
+    lr: float = 3e-3
     warmup_ratio: float = 0.05
     batch: int = 8
     weight_decay: float = 0.01
@@ -203,9 +208,9 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 search_offset=24,
                 search_crop_size=112,
                 max_images=3,
-                n_train_spatial=1500,
+                n_train_spatial=3000,
                 n_train_search=800,
-                n_test=400,
+                n_test=500,
             ),
             student=Student(
                 hidden=256,
@@ -216,8 +221,8 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_depth=4,
                 vision_dim=128,
             ),
-            search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4),
-            sft=SFT(epochs=3, lr=5e-4, batch=32),
+            search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
+            sft=SFT(epochs=3, lr=1e-3, batch=32),
             eval=Evaluation(max_tokens=256, max_batch_size=64),
             device="cuda",
             preset="gpu",
@@ -509,39 +514,117 @@ def stage_data(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
 # =============================================================================================
 # Stage: search (teacher → trees → chains)
 # =============================================================================================
-def stage_search(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
-    """The real MCTS with the scripted teacher, then linearization (single-turn chains) and the
-    multi-turn conversion with real crops, once per frame setting."""
+SEARCH_JOBS = {
+    # job: (env id, frame setting, relative cost per sample, measured on 2 CPU cores)
+    "spatial": (SPATIAL, "spatial", 1.0),
+    "search": (SEARCH, "search", 4.0),
+    "search_single": (SEARCH, "search_single", 4.0),
+}
+
+
+def _search_shard(
+    key: str, n: int, tasks: Tasks, search: Search, shards: int, shard: int, out: Path
+) -> dict[str, Any]:
+    """One shard of one search job, in a worker process: the real MCTS with the scripted teacher
+    (`experiments.mcts`), its trees in out/<key>/shard<i>/trees/."""
     from experiments import mcts
     from vigorl_agents.search.run import RunConfig
     from vigorl_agents.search.tree import MCTSConfig
 
-    t, s = args.tasks, args.search
-    jobs = {
-        "spatial": (SPATIAL, t.n_train_spatial, "spatial"),
-        "search": (SEARCH, t.n_train_search, "search"),
-        "search_single": (SEARCH, t.n_train_search, "search_single"),
-    }
-    result = {}
-    for key, (env_id, n, frame) in jobs.items():
-        kw = env_kwargs(t, frame=frame)
-        kw.pop("max_images", None)  # the search is single-turn
-        margs = mcts.Args(
-            run=RunConfig(
-                env_ids=(env_id,),
-                split="train",
-                n_samples=n,
-                seed=s.seed,
-                env_kwargs=kw,
-                max_in_flight=16,
-                mcts=MCTSConfig(n_simulations=s.n_simulations, k_min=s.k_min, k_max=s.k_max),
+    logging.getLogger("vigorl_agents.search.run").setLevel(logging.WARNING)
+    env_id, frame, _ = SEARCH_JOBS[key]
+    kw = env_kwargs(tasks, frame=frame)
+    kw.pop("max_images", None)  # the search is single-turn
+    margs = mcts.Args(
+        run=RunConfig(
+            env_ids=(env_id,),
+            split="train",
+            n_samples=n,
+            seed=search.seed,
+            env_kwargs=kw,
+            max_in_flight=16,
+            shards=shards,
+            shard=shard,
+            mcts=MCTSConfig(
+                n_simulations=search.n_simulations, k_min=search.k_min, k_max=search.k_max
             ),
-            name=key,
-            out_root=out,
-            max_chains=10_000,  # the per-sample cap is applied per kind in `chains`
-        )
-        summary = mcts.run(margs)
-        result[key] = summary["trees"][env_id]
+        ),
+        name=f"{key}/shard{shard}",
+        out_root=out,
+        linearize=False,  # the linearization reads every shard's trees at once
+    )
+    summary = mcts.run(margs)["trees"][env_id]
+    return summary
+
+
+def _linearize_job(key: str, tasks: Tasks, tree_files: list[str], out: Path) -> int:
+    """Single-turn chains of a job's trees, and (SynthSearch multi-turn frames) the multi-turn
+    dialogs with real crops, in a worker process."""
+    from vigorl_agents.cli import format_env_kwargs
+    from vigorl_agents.search import linearize
+
+    env_id, frame, _ = SEARCH_JOBS[key]
+    kw = env_kwargs(tasks, frame=frame)
+    kw.pop("max_images", None)
+    sft = out / key / "sft"
+    sft.mkdir(parents=True, exist_ok=True)
+    argv = [*tree_files, str(sft / "single_turn.jsonl")]
+    argv += ["--domain", "visual_search" if env_id == SEARCH else "spatial"]
+    argv += ["--env-kwargs", *format_env_kwargs(kw)]
+    if key == "search":
+        argv += ["--multi-turn", str(sft / "multi_turn")]
+    return linearize.main(argv)
+
+
+def stage_search(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
+    """The real tree search on the train samples of each frame setting, sharded over
+    `search.workers` processes (`RunConfig.shards`: disjoint ids by a stable hash), then
+    linearization into single-turn chains and, for the multi-turn frames, the conversion into
+    multi-turn dialogs with real crops."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    from tqdm.auto import tqdm
+
+    t, s = args.tasks, args.search
+    n = {
+        "spatial": t.n_train_spatial,
+        "search": t.n_train_search,
+        "search_single": t.n_train_search,
+    }
+    cost = {k: n[k] * SEARCH_JOBS[k][2] for k in SEARCH_JOBS}
+    shards = {k: max(1, round(s.workers * c / sum(cost.values()))) for k, c in cost.items()}
+    tasks = [(k, i) for k in SEARCH_JOBS for i in range(shards[k])]
+    summaries: dict[str, list[dict[str, Any]]] = {k: [] for k in SEARCH_JOBS}
+    ctx = mp.get_context("spawn")  # no forked copies of threads or of an imported torch
+    with ProcessPoolExecutor(max_workers=max(1, s.workers), mp_context=ctx) as pool:
+        futs = {pool.submit(_search_shard, k, n[k], t, s, shards[k], i, out): k for k, i in tasks}
+        bar = tqdm(total=len(futs), desc="search shards", unit="shard", position=1)
+        for fut in as_completed(futs):
+            summaries[futs[fut]].append(fut.result())
+            bar.update(1)
+        bar.close()
+        lin = {
+            k: pool.submit(_linearize_job, k, t, [x["file"] for x in summaries[k]], out)
+            for k in SEARCH_JOBS
+        }
+        bar = tqdm(total=len(lin), desc="linearize", unit="job", position=1)
+        for k, fut in lin.items():
+            if fut.result() != 0:
+                raise RuntimeError(f"linearization of the {k} trees failed")
+            bar.update(1)
+        bar.close()
+    result = {}
+    for k, parts in summaries.items():
+        trees = sum(p["trees"] for p in parts)
+        result[k] = {
+            "trees": trees,
+            "errors": sum(p["errors"] for p in parts),
+            "root_correct_ratio": sum(p["root_correct_ratio"] * p["trees"] for p in parts)
+            / max(1, trees),
+            "teacher_calls": sum(p["n_llm_calls"] for p in parts),
+            "shards": len(parts),
+        }
     return result
 
 
@@ -559,10 +642,11 @@ def _cap(
     per_sample: int,
     kind_of: Callable[[dict], str],
 ) -> list[dict[str, Any]]:
-    """Keep chains of `kinds`, at most `per_sample` per sample (a seeded choice)."""
+    """Keep train-side chains of `kinds` (the split rule's val side is left out), at most
+    `per_sample` per sample (a seeded choice)."""
     by_sample: dict[str, list[dict[str, Any]]] = {}
     for r in records:
-        if kind_of(r) in kinds:
+        if kind_of(r) in kinds and r.get("split", "train") == "train":
             by_sample.setdefault(r["sample_id"], []).append(r)
     out = []
     for sid in sorted(by_sample):
@@ -579,7 +663,7 @@ def _with_system(rec: dict[str, Any], prompt: str) -> dict[str, Any]:
         msgs[0]["content"] = prompt
     else:
         msgs.insert(0, {"role": "system", "content": prompt})
-    return {**rec, "messages": msgs, "split": "train"}
+    return {**rec, "messages": msgs}
 
 
 def _map_assistant(rec: dict[str, Any], fn: Callable[[str], str]) -> dict[str, Any]:
@@ -623,7 +707,7 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     def load(path: Path) -> list[dict[str, Any]]:
         return [r for _, r in read_jsonl(path)]
 
-    sp_dir = src / "spatial" / "sft" / "SynthSpatial"
+    sp_dir = src / "spatial" / "sft"
     spatial = _cap(
         load(sp_dir / "single_turn.jsonl"), s.chain_kinds, s.chains_per_sample, lambda r: r["kind"]
     )
@@ -662,7 +746,7 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
         "points": total,
     }
 
-    mt_dir = src / "search" / "sft" / "SynthSearch" / "multi_turn"
+    mt_dir = src / "search" / "sft" / "multi_turn"
     multi = [
         r for r in load(mt_dir / "multi_turn.jsonl") if len(r["images"]) <= args.tasks.max_images
     ]
@@ -670,7 +754,7 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
         multi, s.chain_kinds, s.chains_per_sample, lambda r: r["meta"].get("chain_kind", "direct")
     )
     multi = [_with_system(r, PROMPT_MULTI_TURN) for r in multi]
-    st_dir = src / "search_single" / "sft" / "SynthSearch"
+    st_dir = src / "search_single" / "sft"
     single = _cap(
         load(st_dir / "single_turn.jsonl"), s.chain_kinds, s.chains_per_sample, lambda r: r["kind"]
     )
@@ -692,10 +776,62 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
 # =============================================================================================
 # Stage: student
 # =============================================================================================
-def build_student(out: Path, st: Student, max_pixels: int) -> tuple[Path, int]:
-    """A Qwen2-VL with random weights (init std `st.init_std`) and the locally trained BPE
-    tokenizer of the tiny models (`vigorl_agents.models.tiny.build_tokenizer`), processor bounds
-    [MIN_PIXELS, max_pixels] so that the envs' frames pass unchanged (docs/geometry.md)."""
+def build_tokenizer(texts: list[str], vocab_size: int):
+    """A byte-level BPE trained here on the nano corpus (the training chains, prompts and protocol
+    strings), with Qwen's special tokens and chat template: the student's sequences get short (a
+    template phrase is a few tokens), and digits are split one per token so that every coordinate
+    is spelled the same way (docs/nano.md#the-student)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from vigorl_agents.models.tiny import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Digits(individual_digits=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+        ]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size,
+        special_tokens=list(SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+        show_progress=False,
+    )
+    tok.train_from_iterator(texts, trainer=trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        eos_token=EOS_TOKEN,
+        pad_token=PAD_TOKEN,
+        bos_token=None,
+        unk_token=None,
+        model_max_length=32768,
+        chat_template=CHAT_TEMPLATE,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def tokenizer_corpus(chain_files: list[Path]) -> list[str]:
+    """Texts the tokenizer is trained on: every message of the training chains (train split only)
+    and the protocol's fixed strings."""
+    from vigorl_agents.jsonl import read_jsonl
+    from vigorl_env import protocol
+
+    texts = [PROMPT_GROUNDED, PROMPT_UNGROUNDED, PROMPT_DIRECT, PROMPT_MULTI_TURN]
+    texts += [protocol.FORCED_PREFIX, protocol.BACKTRACK, protocol.format_tool_call(12, 345)]
+    texts += [protocol.OBSERVATION_TEXT_DOT, protocol.OBSERVATION_TEXT_NO_DOT]
+    for path in chain_files:
+        for _, rec in read_jsonl(path):
+            texts += [m["content"] for m in rec["messages"]]
+    return texts
+
+
+def build_student(out: Path, st: Student, max_pixels: int, corpus: list[str]) -> tuple[Path, int]:
+    """A Qwen2-VL with random weights (init std `st.init_std`) and a tokenizer trained here
+    (`build_tokenizer`), processor bounds [MIN_PIXELS, max_pixels] so that the envs' frames pass
+    unchanged (docs/geometry.md)."""
     import torch
     from transformers import (
         AutoModelForImageTextToText,
@@ -706,15 +842,9 @@ def build_student(out: Path, st: Student, max_pixels: int) -> tuple[Path, int]:
         Qwen2VLVideoProcessor,
     )
 
-    from vigorl_agents.models.tiny import (
-        CHAT_TEMPLATE,
-        EOS_TOKEN,
-        PAD_TOKEN,
-        SPECIAL_TOKENS,
-        build_tokenizer,
-    )
+    from vigorl_agents.models.tiny import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
 
-    tok = build_tokenizer()
+    tok = build_tokenizer(corpus, st.vocab_size)
     ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
     head_dim = st.hidden // st.heads
     if head_dim % 16:
@@ -778,7 +908,9 @@ def build_student(out: Path, st: Student, max_pixels: int) -> tuple[Path, int]:
 
 
 def stage_student(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
-    model, n = build_student(out / "model", args.student, args.tasks.processor_max_pixels)
+    chains = sorted(pipe.dir("chains").glob("sft_*.jsonl"))
+    corpus = tokenizer_corpus(chains)
+    model, n = build_student(out / "model", args.student, args.tasks.processor_max_pixels, corpus)
     return {"model": str(model), "parameters": n}
 
 
@@ -918,8 +1050,8 @@ def condition_metrics(row: dict[str, Any], recs: list[dict[str, Any]]) -> dict[s
     ]
     with_points = sum(bool(r.get("grounding") and r["grounding"].get("points")) for r in recs)
     return {
-        "accuracy": 100 * acc["mean"],
-        "ci95": 100 * (acc["high"] - acc["low"]) / 2,
+        "accuracy": acc["mean"],  # percent already (vigorl_agents.stats)
+        "ci95": (acc["high"] - acc["low"]) / 2,
         "n": row["n"],
         "grounding_on_target": (100 * sum(on_target) / len(on_target)) if on_target else None,
         "with_points": 100 * with_points / max(1, len(recs)),
@@ -1208,7 +1340,7 @@ def _stages() -> dict[str, Stage]:
         Stage("data", (), cfg("tasks"), stage_data),
         Stage("search", ("data",), cfg("tasks", "search"), stage_search),
         Stage("chains", ("search",), cfg("search"), stage_chains),
-        Stage("student", (), student_cfg, stage_student),
+        Stage("student", ("chains",), student_cfg, stage_student),
     ]
     st += [Stage(n, ("chains", "student"), sft_cfg, stage_sft(n)) for n in SFT_STAGES]
     st += [
