@@ -280,6 +280,26 @@ def test_a_dead_browser_ends_the_episode_with_a_flag_and_the_next_reset_works(en
 
 
 @needs_browser
+def test_a_page_that_does_not_load_is_a_fault_of_that_sample(env, tmp_path):
+    """Reset of a broken page raises PageLoadError (a DataFormatError, so the rollout loop and the
+    evaluation record the sample as an error line); the env stays usable."""
+    from vigorl_env.web.browser import PageLoadError
+
+    uw = env.unwrapped
+    root = uw._root
+    (tmp_path / "click-button.html").write_text("<html><body>no MiniWoB core here</body></html>")
+    uw._root = tmp_path  # fault injection: the task page without MiniWoB's core
+    try:
+        with pytest.raises(PageLoadError, match="click-button/test/0") as err:
+            env.reset(options={"sample_id": "click-button/test/0"})
+        assert isinstance(err.value, vigorl_env.DataFormatError)
+    finally:
+        uw._root = root
+    reward, info = _oracle_episode(env, "click-button/test/0")
+    assert info["reward_components"]["accuracy"] == 1.0
+
+
+@needs_browser
 def test_check_env_passes(env):
     e = gym.make(ENV_ID, task="click-checkboxes", split="test")
     try:

@@ -25,6 +25,8 @@ from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from typing import Any, TypeVar
 
+from vigorl_env.errors import DataFormatError
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -55,6 +57,12 @@ class BrowserUnavailableError(RuntimeError):
 
 class BrowserCallError(RuntimeError):
     """A browser call failed (a page that did not load, a browser that died, a timeout)."""
+
+
+class PageLoadError(BrowserCallError, DataFormatError):
+    """A page did not load or start, even on a fresh page: a fault of that sample. It is a
+    `vigorl_env.DataFormatError`, so the rollout loop hands it on as an unreadable sample and the
+    evaluation records an error line and goes on (docs/evaluation.md)."""
 
 
 def find_chromium(explicit: str | None = None) -> str:

@@ -28,7 +28,9 @@ a browser failure pays 0 (not the model's doing).
 ## Episode End
 The page ends the task (success or failure, `end_reason="task_done"`), the model says `stop`
 (`"stop"`), the browser fails (`"browser_error"`, truncated, flagged in `info["browser_error"]`)
-or `max_turns` actions were taken (`"turn_limit"`, truncated). Wall-clock never ends an episode:
+or `max_turns` actions were taken (`"turn_limit"`, truncated). A page that does not load or
+start at reset, even on a fresh page, raises `PageLoadError` (a `DataFormatError`: a fault of that
+sample, which the evaluation records as an error line); the env stays usable. Wall-clock never ends an episode:
 MiniWoB's 10 s timer is switched off.
 
 ## Arguments
@@ -71,8 +73,8 @@ from vigorl_env.tasks.base import load_prompt
 from vigorl_env.web import som
 from vigorl_env.web.actions import WebAction, parse_turn
 from vigorl_env.web.browser import (
-    BrowserCallError,
     BrowserUnavailableError,
+    PageLoadError,
     acquire_host,
     release_host,
 )
@@ -413,16 +415,15 @@ class MiniWoBEnv(gym.Env[dict, str]):
             log.warning(
                 "%s: reset failed (%s: %s); retrying with a new page", ENV_ID, type(e).__name__, e
             )
-            self._page = None
-            if self._host is not None:
-                self._host.kill()
+            self._page = None  # a new context and page; a dead browser is restarted on the call
             try:
                 out = self._call(self._start, url, task_seed)
             except BrowserUnavailableError:
                 raise
             except Exception as e2:
-                raise BrowserCallError(
-                    f"{ENV_ID}: {sample_id} did not load: {type(e2).__name__}: {e2}"
+                first = str(e2).splitlines()[0][:300] if str(e2) else ""
+                raise PageLoadError(
+                    f"{ENV_ID}: {sample_id} ({url}) did not load: {type(e2).__name__}: {first}"
                 ) from e2
         self._episode = ep
         self._update(ep, out)
