@@ -351,9 +351,9 @@ class MiniWoBEnv(gym.Env[dict, str]):
     def _start(self, browser: Any, url: str, seed: str) -> dict[str, Any]:
         page = self._page_of(browser)
         page.goto(url)
-        page.evaluate(_START_JS, seed)
-        page.wait_for_function("() => WOB_TASK_READY === true", timeout=PAGE_TIMEOUT_MS)
-        page.evaluate(_SETTLE_JS)
+        if page.evaluate(_START_JS, seed) is not True:  # a task that builds itself asynchronously
+            page.wait_for_function("() => WOB_TASK_READY === true", timeout=PAGE_TIMEOUT_MS)
+            page.evaluate(_SETTLE_JS)
         return self._observe(page)
 
     def _act(
