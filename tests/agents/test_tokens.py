@@ -1,6 +1,7 @@
 """Training token streams (vigorl_agents.tokens) on a hand-built two-crop trajectory with a forced
-prefix, checked segment by segment and mask value by mask value against the tiny Qwen2.5-VL's own
-processor (chat template + image processor); and token-in on the transformers backend.
+prefix, checked segment by segment and mask value by mask value against the tiny models' own
+processor (chat template + image processor), for the tiny Qwen2.5-VL and Qwen2-VL; and token-in
+on the transformers backend.
 
 The reference for every segment is the processor's rendering of the same conversation as text
 (what a text-in backend feeds): the stream built piece by piece from ids must equal it wherever
@@ -40,11 +41,19 @@ def _img(size: tuple[int, int], seed: int) -> Image.Image:
     return Image.fromarray(np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8))
 
 
+@pytest.fixture(scope="module", params=["qwen2_5_vl", "qwen2_vl"])
+def model_dir(request):
+    """Each tiny model family (the same chatml, different vision towers)."""
+    return request.getfixturevalue(
+        {"qwen2_5_vl": "tiny_qwen25_dir", "qwen2_vl": "tiny_qwen2_dir"}[request.param]
+    )
+
+
 @pytest.fixture(scope="module")
-def processor(tiny_qwen25_dir):
+def processor(model_dir):
     from transformers import AutoProcessor
 
-    return AutoProcessor.from_pretrained(tiny_qwen25_dir)
+    return AutoProcessor.from_pretrained(model_dir)
 
 
 @pytest.fixture(scope="module")
@@ -241,12 +250,12 @@ def test_image_token_count_follows_the_processor_resize_rule(processor, builder)
         assert builder.image_tokens(w, h) == int(grid["image_grid_thw"].prod()) // 4, (w, h)
 
 
-def test_transformers_token_in_feeds_the_ids_and_matches_text_in(tiny_qwen25_dir, processor):
+def test_transformers_token_in_feeds_the_ids_and_matches_text_in(model_dir, processor):
     """Token-in on the transformers backend: the stream's ids (two crops, forced prefix) give
     the same prompt ids, tokens and logprobs as the same conversation rendered as text."""
     from vigorl_agents.backends.hf import HFPolicy
 
-    policy = HFPolicy(tiny_qwen25_dir, device="cpu")
+    policy = HFPolicy(model_dir, device="cpu")
     assert policy.supports_token_input
     text_in = _conversation(2, FORCED_PREFIX)
     ids = _text_in_ids(processor, text_in)
