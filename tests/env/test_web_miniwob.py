@@ -384,3 +384,22 @@ def test_command_lines_take_the_web_make_kwargs():
     assert accepted >= vigorl_env.registration.WEB_MAKE_KWARGS
     with pytest.raises(ValueError, match="unknown MiniWoB task"):
         build_miniwob_config(task="click-buton")
+
+
+@needs_browser
+def test_async_vector_env_runs_a_browser_per_worker():
+    """The env pickles without its browser; each worker process starts its own."""
+    v = gym.make_vec(
+        ENV_ID,
+        num_envs=2,
+        vectorization_mode="async",
+        vector_kwargs={"shared_memory": False},
+        task="click-test",
+    )
+    try:
+        obs, _ = v.reset(seed=0)
+        assert obs["image"][0].shape == (588, 448, 3)
+        _, reward, term, _, info = v.step([act("click [1]")] * 2)
+        assert term.tolist() == [True, True] and reward.tolist() == [1.0, 1.0]
+    finally:
+        v.close()
