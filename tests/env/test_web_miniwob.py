@@ -345,6 +345,28 @@ def test_evaluation_runner_with_the_oracle_and_a_chance_baseline(tmp_path):
     assert sorted(r["sample_id"] for r in records) == [
         "click-option/test/0", "click-option/test/1", "enter-text/test/0", "enter-text/test/1",
     ]  # fmt: skip
+    # a record holds what its pictures need: replaying its actions rebuilds the episode
+    rec = next(r for r in records if r["sample_id"] == "enter-text/test/1")
+    actions = [t["prefix"] + t["text"] for t in rec["trajectory"]["turns"]]
+    replay = gym.make(ENV_ID, split="test", task=tasks)
+    try:
+        frames, info = replay.unwrapped.episode_frames(rec["sample_id"], actions)
+    finally:
+        replay.close()
+    assert len(frames) == len(actions) + 1 == rec["turns"] + 1
+    assert info["end_reason"] == rec["end_reason"] == "task_done"
+    assert info["transcript"] == rec["transcript"]
+    assert not np.array_equal(frames[0], frames[-1])  # the page changed under the actions
+    # with the vanilla variant (no point needed) the oracle's reward is 1 as well
+    vanilla = EvalConfig(
+        env_ids=(ENV_ID,),
+        split="test",
+        limit=2,
+        env_kwargs={"task": tasks, "variant": "vanilla"},
+        max_in_flight=2,
+    )
+    summary = asyncio.run(evaluate(MiniWoBOracle(), vanilla, tmp_path / "v", policy_name="oracle"))
+    assert summary["rows"][0]["reward"]["mean"] == pytest.approx(100.0)
     guess = FullViewGuess(answer_kind="web_action")
     summary = asyncio.run(evaluate(guess, cfg, tmp_path / "guess", policy_name="guess"))
     (row,) = summary["rows"]

@@ -631,6 +631,24 @@ class MiniWoBEnv(gym.Env[dict, str]):
             obs, _, _, _, info = self.step(action)
         return obs, info
 
+    def episode_frames(
+        self, sample_id: str, actions: list[str]
+    ) -> tuple[list[np.ndarray], dict[str, Any]]:
+        """Rebuild a recorded episode's pictures: reset to `sample_id`, replay `actions` in the
+        page, and return every screenshot (with its marks; the reset's first) and the last info.
+
+        A live trajectory keeps only its sample id and actions (an evaluation record's
+        `trajectory.turns`, prefix + text each); the page is deterministic given the seed, so this
+        is all a picture of it needs. Replaces the env's running episode."""
+        obs, info = self.reset(options={"sample_id": sample_id})
+        frames = [obs["image"]]
+        for action in actions:
+            obs, _, term, trunc, info = self.step(action)
+            frames.append(obs["image"])
+            if term or trunc:
+                break
+        return frames, info
+
     @property
     def marks(self) -> list[dict[str, Any]]:
         """The marked elements of the current screenshot (id, role, text, box): what is drawn."""
