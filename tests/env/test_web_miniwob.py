@@ -66,6 +66,10 @@ def test_ids_are_registered_apart_from_the_data_envs():
     assert ENV_ID not in vigorl_env.ENV_IDS  # the data suite needs no browser
     from vigorl_env.web.miniwob import MiniWoBEnv
 
+    fresh = gym.make(ENV_ID).unwrapped
+    with pytest.raises(RuntimeError, match="reset"):
+        _ = fresh.frame_image  # GT-free views need an episode; making the env starts no browser
+    assert fresh._host is None
     assert {
         ENV_ID: MiniWoBEnv.answer_kind,
         "ViGoRL/RenderedGrounding-v0": "point_in_box",
@@ -139,6 +143,7 @@ def test_typing_changes_the_page_and_the_listing(env):
         act(f"type [{box}] [Hello World] [press_enter_after=0]")
     )
     assert not (term or trunc) and reward == 0.0
+    assert not {"ground_truth", "reward_components", "end_reason"} & set(info)  # only at the end
     assert f'[{box}] [textbox] [value: "Hello World"]' in obs["text"]
     assert "PREVIOUS ACTIONS:\ntype [textbox] [Hello World]" in obs["text"]
     submit = _find(obs["text"], "button", "Submit")
