@@ -1,0 +1,198 @@
+"""The nano pipeline (experiments/nano.py): one small real run of every default stage, then
+asserts that would fail if a stage silently did nothing (docs/nano.md)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("torch")
+pytest.importorskip("transformers")
+
+from experiments import nano  # noqa: E402
+from vigorl_env.protocol import all_think_points  # noqa: E402
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory):
+    """The smoke preset, run once for the module (about 30-60 s on 2 CPU cores)."""
+    out = tmp_path_factory.mktemp("nano")
+    args = replace(nano.PRESETS["smoke"][1], out_root=out)
+    res = nano.run(args)
+    return args, Path(res["root"]), res
+
+
+def _done(root: Path, stage: str) -> dict:
+    return json.loads((root / stage / "done.json").read_text(encoding="utf-8"))
+
+
+def test_every_default_stage_ran_and_wrote_its_marker(smoke):
+    args, root, res = smoke
+    names = nano.default_stages(with_grpo=False)
+    assert list(res["times"]) == names
+    for name in names:
+        marker = _done(root, name)
+        assert marker["stage"] == name and len(marker["fingerprint"]) == 64
+    # no GRPO stage is in the default list while the trainer is not wired
+    assert not any(n.startswith("grpo_") or n.endswith("_grpo") for n in names)
+
+
+def test_test_split_is_disjoint_from_everything_trained_on(smoke):
+    args, root, _ = smoke
+    splits = json.loads((root / "data" / "splits.json").read_text(encoding="utf-8"))
+    trained = set()
+    for f in (root / "chains").glob("sft_*.jsonl"):
+        trained |= {r["sample_id"] for r in _records(f)}
+    assert trained, "no training chains"
+    for key, env in splits["envs"].items():
+        assert env["test"] and env["train"], key
+        assert not set(env["test"]) & set(env["train"])
+        assert all("-test-" in sid for sid in env["test"])
+        assert not set(env["test"]) & trained
+    # every evaluated sample is a test sample, and none was trained on
+    for cond in nano.SFT_CONDITIONS:
+        recs = _records(root / f"eval_{cond.name}" / "samples.jsonl")
+        assert len(recs) == args.tasks.n_test
+        assert {r["split"] for r in recs} == {"test"}
+        assert not {r["sample_id"] for r in recs} & trained
+
+
+def test_crops_are_real_zooms(smoke):
+    _, root, _ = smoke
+    zoom = _done(root, "data")["result"]["zoom"]
+    assert zoom["factor"] > 1.0
+    assert zoom["crop"][0] > zoom["region"][0]
+
+
+def test_chains_of_each_condition(smoke):
+    _, root, _ = smoke
+    chains = root / "chains"
+    grounded = _records(chains / "sft_grounded.jsonl")
+    ungrounded = _records(chains / "sft_ungrounded.jsonl")
+    direct = _records(chains / "sft_direct.jsonl")
+    assert len(grounded) == len(ungrounded) == len(direct) > 0
+    n_points = 0
+    for g, u, d in zip(grounded, ungrounded, direct, strict=True):
+        assert g["sample_id"] == u["sample_id"] == d["sample_id"]
+        inside, total = nano.points_inside_frame(g)
+        assert total > 0 and inside == total  # grounded chains point inside the frame
+        n_points += total
+        assert all(not all_think_points(m["content"]) for m in u["messages"])
+        assert d["messages"][-1]["content"] == f"<answer> {g['gt_answer']} </answer>"
+        assert g["messages"][0]["content"] == nano.PROMPT_GROUNDED
+        assert u["messages"][0]["content"] == nano.PROMPT_UNGROUNDED
+        # the same answer closes the grounded and the ungrounded chain
+        assert g["messages"][-1]["content"].split("<answer>")[-1] == (
+            u["messages"][-1]["content"].split("<answer>")[-1]
+        )
+        assert all(Path(p).is_file() for p in g["images"])
+    assert n_points >= len(grounded)
+    multi = _records(chains / "sft_multi_turn.jsonl")
+    assert multi and all(len(r["images"]) >= 2 for r in multi)  # frame + at least one crop
+    assert all(r["messages"][0]["content"] == nano.PROMPT_MULTI_TURN for r in multi)
+
+
+def test_sft_loss_falls_and_checkpoints_exist(smoke):
+    _, root, _ = smoke
+    for name in nano.SFT_STAGES:
+        r = _done(root, name)["result"]
+        assert r["steps"] >= 2
+        assert r["loss_last"] < r["loss_first"] - 0.5, (name, r["loss_curve"])
+        assert (Path(r["checkpoint"]) / "config.json").is_file()
+
+
+def test_student_is_the_qwen2_vl_architecture_from_random_weights(smoke):
+    _, root, _ = smoke
+    cfg = json.loads((root / "student" / "model" / "config.json").read_text(encoding="utf-8"))
+    assert cfg["model_type"] == "qwen2_vl"
+    student = nano.PRESETS["smoke"][1].student
+    assert cfg["text_config"]["hidden_size"] == student.hidden
+    # SFT changed the weights (a trained checkpoint differs from the random start)
+    from safetensors.numpy import load_file
+
+    w0 = load_file(str(root / "student" / "model" / "model.safetensors"))
+    w1 = load_file(str(Path(_done(root, "sft_grounded")["result"]["checkpoint"]) /
+                       "model.safetensors"))  # fmt: skip
+    key = next(k for k in w0 if "embed_tokens" in k)
+    assert w0[key].shape == w1[key].shape
+    assert abs(w0[key] - w1[key]).max() > 1e-4
+
+
+def test_report_and_summary(smoke):
+    args, root, _ = smoke
+    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    assert summary["preset"] == "smoke" and summary["machine"]
+    conds = summary["conditions"]
+    for name in ("untrained", "sft_direct", "sft_grounded", "sft_ungrounded",
+                 "multi_turn", "single_turn"):  # fmt: skip
+        c = conds[name]
+        assert c["n"] == args.tasks.n_test
+        assert 0.0 <= c["accuracy"] <= 100.0 and c["ci95"] >= 0.0
+    assert conds["multi_turn"]["model"] == "sft" and conds["untrained"]["model"] == "untrained"
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "| sft_grounded |" in report and "## Claims" in report
+    for png in ("accuracy.png", "sft_loss.png"):
+        assert (root / png).stat().st_size > 1000
+        assert f"]({png})" in report
+
+
+def test_a_second_run_skips_every_done_stage(smoke):
+    args, root, res = smoke
+    before = {n: (root / n / "done.json").stat().st_mtime_ns for n in res["times"]}
+    again = nano.run(replace(args, stages=tuple(n for n in res["times"] if n != "report")))
+    for n, seconds in again["times"].items():
+        assert seconds == pytest.approx(res["times"][n])
+        assert (root / n / "done.json").stat().st_mtime_ns == before[n]
+
+
+def test_fingerprints_follow_config_and_inputs(smoke):
+    args, root, _ = smoke
+    stages = nano._stages()
+    pipe = nano.Pipeline(args, stages)
+    assert pipe.fingerprint_of("sft_direct") == _done(root, "sft_direct")["fingerprint"]
+    other = nano.Pipeline(replace(args, sft=replace(args.sft, lr=args.sft.lr / 2)), stages)
+    assert other.fingerprint_of("sft_direct") != pipe.fingerprint_of("sft_direct")
+    # an evaluation is keyed by the checkpoint stage it reads
+    assert other.fingerprint_of("eval_sft_direct") == pipe.fingerprint_of("eval_sft_direct")
+
+
+def test_remove_points():
+    text = (
+        "<think>\nIn the centre region the red cube sits at (72, 44); it is relevant. "
+        "Comparing the red cube and the blue cone around (60, 50), so the answer should be "
+        '"left". The region around (3, 4) matches (5,6).\n</think>\n<answer> left </answer>'
+    )
+    out = nano.remove_points(text)
+    assert out == (
+        "<think>\nIn the centre region the red cube sits; it is relevant. "
+        'Comparing the red cube and the blue cone, so the answer should be "left". '
+        "The region matches.\n</think>\n<answer> left </answer>"
+    )
+    assert not all_think_points(out)
+
+
+def test_claim_status():
+    def m(acc, ci):
+        return {"accuracy": acc, "ci95": ci}
+
+    assert nano.claim_status(m(70, 5), m(50, 5)).startswith("holds")
+    assert nano.claim_status(m(60, 6), m(50, 6)).startswith("same direction")
+    assert nano.claim_status(m(40, 5), m(50, 5)) == "does not hold"
+    assert nano.claim_status(None, m(50, 5)).startswith("not measured")
+
+
+def test_single_turn_gets_the_same_image_budget():
+    t = nano.Tasks(search_pixels=48 * 784, search_crop_size=56, max_images=3)
+    assert t.single_turn_search_pixels == 48 * 784 + 2 * 56 * 56
+    kw_multi = nano.env_kwargs(t, nano.CONDITIONS["sft_multi_turn"])
+    kw_single = nano.env_kwargs(t, nano.CONDITIONS["sft_single_turn"])
+    assert kw_multi["mode"] == "multi_turn" and kw_single["mode"] == "single_turn"
+    assert kw_single["max_pixels"] == t.single_turn_search_pixels
+    assert t.processor_max_pixels >= t.single_turn_search_pixels
