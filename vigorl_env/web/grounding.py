@@ -20,6 +20,7 @@ is `cache_dir=`, else `$VIGORL_CACHE_DIR/web_grounding`, else `~/.cache/vigorl/w
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import logging
 import os
@@ -188,7 +189,7 @@ class RenderedGrounding(SynthDataset):
         png, rects = self._host.call(_render, spec.html, spec.viewport)
         self.renders += 1
         dpr = spec.viewport[2]
-        with Image.open(_bytes_io(png)) as im:
+        with Image.open(io.BytesIO(png)) as im:
             size = im.size
         meta = {
             "size": list(size),
@@ -246,12 +247,6 @@ class RenderedGrounding(SynthDataset):
                 "screen": [w, h],
             },
         )
-
-
-def _bytes_io(data: bytes):
-    import io
-
-    return io.BytesIO(data)
 
 
 class RenderedGroundingEnv(GroundedReasoningEnv):
