@@ -215,3 +215,26 @@ def test_descriptions_are_unique_or_refused():
     assert describe(e[5], boxes[5], vis) == 'the first "Home" link from the top'
     many = [(Element(f"x{i}", "tab", "A", "top bar"), (0, i, 1, i + 1)) for i in range(7)]
     assert describe(many[6][0], many[6][1], many) is None
+
+
+@needs_browser
+def test_evaluation_runner_and_chance_baselines(data, cache, tmp_path):
+    """The evaluation runner and both chance baselines run on the env (cached pages: no render)."""
+    import asyncio
+
+    from vigorl_agents.baselines import FullViewGuess, RandomZoom
+    from vigorl_agents.eval import EvalConfig, evaluate
+
+    for policy, mode in ((FullViewGuess("point_in_box"), "single_turn"),
+                         (RandomZoom("point_in_box"), "multi_turn")):  # fmt: skip
+        cfg = EvalConfig(
+            env_ids=(ENV_ID,),
+            split="test",
+            limit=3,
+            env_kwargs={"cache_dir": str(cache), "size": 8, "mode": mode},
+        )
+        summary = asyncio.run(
+            evaluate(policy, cfg, tmp_path / policy.name, policy_name=policy.name)
+        )
+        (row,) = summary["rows"]
+        assert row["n"] == 3 and row["mode"] == mode and row["errors"] == 0
