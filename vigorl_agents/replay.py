@@ -121,7 +121,21 @@ def replay(env: gym.Env, traj: Trajectory) -> Replay:
 
 
 def trajectory_images(env: gym.Env, traj: Trajectory) -> list[Image.Image]:
-    """[model frame, crop 1, crop 2, ...]: the images of `traj` in the order the model saw them."""
+    """[model frame, crop 1, crop 2, ...]: the images of `traj` in the order the model saw them.
+
+    A live browser env (docs/web.md) shows a new page screenshot after every action instead of a
+    crop: its images are rebuilt by replaying the trajectory's actions in the page
+    (`episode_frames`), reset screenshot first, one per turn after it."""
+    uw = env.unwrapped
+    frames_of = getattr(uw, "episode_frames", None)
+    if frames_of is not None:
+        if traj.config_fingerprint != uw.fingerprint:
+            raise ValueError(
+                f"trajectory of {traj.env_id} (sample {traj.sample_id}) was recorded with env "
+                f"config {traj.config_fingerprint[:12]}…, this env has {uw.fingerprint[:12]}…"
+            )
+        frames, _ = frames_of(traj.sample_id, [t.prefix + t.text for t in traj.turns])
+        return [Image.fromarray(f) for f in frames]
     return replay(env, traj).images
 
 

@@ -144,11 +144,13 @@ def test_typing_changes_the_page_and_the_listing(env):
     )
     assert not (term or trunc) and reward == 0.0
     assert not {"ground_truth", "reward_components", "end_reason"} & set(info)  # only at the end
+    assert info["turn"] == 1 and info["num_images"] == 2  # the reset screenshot and this one
     assert f'[{box}] [textbox] [value: "Hello World"]' in obs["text"]
     assert "PREVIOUS ACTIONS:\ntype [textbox] [Hello World]" in obs["text"]
     submit = _find(obs["text"], "button", "Submit")
     _, _, term, _, info = env.step(act(f"click [{submit}]"))
     assert term and info["reward_components"]["accuracy"] == 0.0  # the wrong text was entered
+    assert info["num_images"] == 2  # no observation follows the last action
 
 
 @needs_browser
@@ -430,3 +432,34 @@ def test_async_vector_env_runs_a_browser_per_worker():
         assert term.tolist() == [True, True] and reward.tolist() == [1.0, 1.0]
     finally:
         v.close()
+
+
+@needs_browser
+def test_trajectory_images_replay_the_page(env):
+    """What GRPO feeds the model again: the rollout loop's trajectory, its images rebuilt by
+    replaying the actions in the page, equal to the observations the policy was shown."""
+    from vigorl_agents.policy import SamplingParams
+    from vigorl_agents.replay import trajectory_images
+    from vigorl_agents.rollout import EpisodeSpec, run_episodes
+    from vigorl_agents.web_oracle import MiniWoBOracle
+
+    seen: list[np.ndarray] = []
+
+    class Recording(MiniWoBOracle):
+        def complete(self, conv, params):
+            seen.append(np.asarray(conv.messages[-1].images[0]).copy())
+            return super().complete(conv, params)
+
+    policy = Recording()
+    index = env.unwrapped.index_of("login-user/test/2")
+    (traj,) = asyncio.run(
+        run_episodes(
+            lambda: gym.make(ENV_ID, split="test"), policy, [EpisodeSpec(index)], SamplingParams()
+        )
+    )
+    assert traj.components["accuracy"] == 1.0 and len(traj.turns) == 3
+    images = trajectory_images(env, traj)
+    assert len(images) == len(traj.turns) + 1  # reset + one per action (the last one unseen)
+    for shown, rebuilt in zip(seen, images, strict=False):
+        assert np.array_equal(shown, np.asarray(rebuilt))
+    assert len(seen) == 3

@@ -482,7 +482,8 @@ class MiniWoBEnv(gym.Env[dict, str]):
         ep.actions.append(text)
         turn = len(ep.actions)
         parsed = parse_turn(text, self.config.answer_extraction)
-        info.update(turn=turn, num_images=turn, tool_call=None, web_action=parsed.to_info())
+        # images the model has seen once this step's observation is shown: reset + one per turn
+        info.update(turn=turn, num_images=turn + 1, tool_call=None, web_action=parsed.to_info())
         # grounding of this turn's think points against the marks the model was shown
         g = grounding_precision(text, [(str(m.id), m.box) for m in ep.marks])
         ep.points += int(g["points"] or 0)
@@ -552,6 +553,7 @@ class MiniWoBEnv(gym.Env[dict, str]):
         assert ep is not None
         reward, end = self._end(ep, reason)
         info.update(end)
+        info["num_images"] = len(ep.actions)  # no observation follows the last action
         image = ep.image.copy()
         return {"image": image, "text": ""}, reward, not truncated, truncated, info
 
