@@ -325,6 +325,13 @@ def test_a_missing_browser_names_the_install_command(monkeypatch):
     monkeypatch.setenv("PATH", "/nonexistent")
     with pytest.raises(BrowserUnavailableError, match="no Chromium found on PATH"):
         browser.find_chromium()
+    if REASON is None:  # a Chromium that does not start: its path and the install command
+        host = browser.BrowserHost(executable="/bin/false")
+        try:
+            with pytest.raises(BrowserUnavailableError, match=r"/bin/false did not start.*apt-get"):
+                host.call(lambda b: b.version)
+        finally:
+            host.close()
     monkeypatch.setitem(sys.modules, "playwright", None)  # as if the package were not installed
     with pytest.raises(BrowserUnavailableError, match=r"pip install 'vigorl\[web\]'"):
         browser.require_playwright()

@@ -140,8 +140,10 @@ class BrowserHost:
                 executable_path=exe, headless=self.headless, args=list(LAUNCH_ARGS)
             )
         except Exception as e:
+            first = str(e).splitlines()[0] if str(e) else type(e).__name__
+            log.debug("Chromium launch failed: %s", e)  # the full call log
             raise BrowserUnavailableError(
-                f"Chromium at {exe} did not start: {e}; {INSTALL_HINT}"
+                f"Chromium at {exe} did not start ({first}); {INSTALL_HINT}"
             ) from e
         self.launches += 1
         log.info("started Chromium %s (%s)", self._browser.version, exe)
