@@ -83,10 +83,12 @@ def _changed_fields(policy) -> list[str]:
         "seed": 11, "logprobs": True, "regex": "a+", "logit_bias": ((5, -100.0),),
     }  # fmt: skip
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
-    ref = repr(policy.sampling_params(base))
-    return [
-        k for k, v in changed.items() if repr(policy.sampling_params(base.with_(**{k: v}))) == ref
-    ]
+    def shown(params):  # vLLM's repr leaves out logit_bias
+        sp = policy.sampling_params(params)
+        return repr(sp), sp.logit_bias
+
+    ref = shown(base)
+    return [k for k, v in changed.items() if shown(base.with_(**{k: v})) == ref]
 
 
 def _probe(model_dir: str) -> dict:
