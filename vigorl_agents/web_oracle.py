@@ -104,6 +104,15 @@ def decide(objective: str, elements: list[Element]) -> tuple[str, str]:
         return "the dialog's close button", f"click [{e.id}]" if e else "stop []"
     if objective == "Focus into the textbox.":
         return "the text box", f"click [{textboxes[0].id}]" if textboxes else "stop []"
+    if m := re.fullmatch(r"Select (.*) from the list and click Submit\.", objective):
+        lists = [e for e in elements if e.role == "combobox"]
+        want = m.group(1)
+        if lists and f'selected: "{want}"' not in lists[0].text:
+            return (
+                f"the list, option {want}",
+                f"type [{lists[0].id}] [{want}] [press_enter_after=0]",
+            )
+        return "the option is selected; submit", _submit(elements) or "stop []"
     if m := re.fullmatch(r"Select (.*) and click Submit\.", objective):
         names = m.group(1)
         if any(e.role == "radio" for e in elements):  # click-option: one name

@@ -102,6 +102,7 @@ def test_reset_observation_lists_the_marked_elements(env):
         "click-checkboxes",
         "click-option",
         "click-tab",
+        "choose-list",
         "login-user",
         "enter-password",
     ],
@@ -151,6 +152,23 @@ def test_typing_changes_the_page_and_the_listing(env):
     _, _, term, _, info = env.step(act(f"click [{submit}]"))
     assert term and info["reward_components"]["accuracy"] == 0.0  # the wrong text was entered
     assert info["num_images"] == 2  # no observation follows the last action
+
+
+@needs_browser
+def test_typing_into_a_list_picks_the_option(env):
+    obs, _ = env.reset(options={"sample_id": "choose-list/test/1"})
+    want = obs["text"].split("OBJECTIVE: Select ", 1)[1].split(" from the list")[0]
+    lst = next(
+        int(line[1 : line.index("]")])
+        for line in obs["text"].splitlines()
+        if "] [combobox] [" in line
+    )
+    assert f'selected: "{want}"' not in obs["text"]  # the list starts elsewhere
+    obs, _, _, _, info = env.step(act(f"type [{lst}] [No such option]"))
+    assert "action_failed" in info  # the page refused: a flagged no-op
+    obs, _, term, _, info = env.step(act(f"type [{lst}] [{want}] [press_enter_after=0]"))
+    assert not term and "action_failed" not in info
+    assert f'[{lst}] [combobox] [selected: "{want}"]' in obs["text"]
 
 
 @needs_browser

@@ -90,6 +90,7 @@ CURATED_TASKS: tuple[str, ...] = (
     "click-checkboxes",
     "click-tab",
     "click-dialog",
+    "choose-list",
     "focus-text",
     "enter-text",
     "enter-password",
@@ -372,6 +373,8 @@ class MiniWoBEnv(gym.Env[dict, str]):
                     loc = page.locator(f'[{som.SOM_ATTR}="{action.element}"]')
                     if target["tag"] in ("input", "textarea") and target["role"] == "textbox":
                         loc.fill(action.content or "", timeout=2000)
+                    elif target["tag"] == "select":  # typing an option's text picks it
+                        loc.select_option(label=action.content or "", timeout=2000)
                     else:
                         page.mouse.click(cx, cy)
                         page.keyboard.insert_text(action.content or "")
