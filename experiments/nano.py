@@ -98,9 +98,9 @@ class Tasks:
     """Side of the zoomed crop: crop_size / (2·offset) > 1, so a crop shows its region larger."""
     max_images: int = 3
     """Multi-turn image budget (frame + crops); single-turn gets a frame of the same pixel total."""
-    n_train_spatial: int = 300
+    n_train_spatial: int = 256
     """Train samples searched per env (indices 0..n-1 of the env's train split)."""
-    n_train_search: int = 64
+    n_train_search: int = 128
     n_test: int = 100
     """Test samples per env (indices 0..n_test-1 of the env's test split)."""
 
@@ -155,7 +155,8 @@ class SFT:
     epochs: int = 2
     lr: float = 3e-3
     warmup_ratio: float = 0.05
-    batch: int = 8
+    batch: int = 4
+    """Sequences per optimizer step (small: more updates for the same compute on a CPU)."""
     weight_decay: float = 0.01
 
 
@@ -231,7 +232,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
     "smoke": (
         "Seconds: the tests' structural run (tiny sizes; numbers mean nothing).",
         Args(
-            tasks=Tasks(n_train_spatial=6, n_train_search=4, n_test=4),
+            tasks=Tasks(n_train_spatial=8, n_train_search=8, n_test=4),
             student=Student(
                 hidden=64,
                 layers=1,
@@ -242,7 +243,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=32,
             ),
             search=Search(n_simulations=3, chains_per_sample=2),
-            sft=SFT(epochs=2, lr=3e-3, batch=4),
+            sft=SFT(epochs=3, lr=3e-3, batch=4),
             eval=Evaluation(max_tokens=24),
             preset="smoke",
             n_trajectories=2,
@@ -747,8 +748,10 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     }
 
     mt_dir = src / "search" / "sft" / "multi_turn"
-    multi = [
-        r for r in load(mt_dir / "multi_turn.jsonl") if len(r["images"]) <= args.tasks.max_images
+    multi = [  # at least one zoom (a frame-only dialog teaches no tool call), within the budget
+        r
+        for r in load(mt_dir / "multi_turn.jsonl")
+        if 2 <= len(r["images"]) <= args.tasks.max_images
     ]
     multi = _cap(
         multi, s.chain_kinds, s.chains_per_sample, lambda r: r["meta"].get("chain_kind", "direct")

@@ -12,8 +12,8 @@ import pytest
 pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
-from experiments import nano  # noqa: E402
-from vigorl_env.protocol import all_think_points  # noqa: E402
+from experiments import nano
+from vigorl_env.protocol import all_think_points
 
 
 def _records(path: Path) -> list[dict]:
@@ -89,8 +89,9 @@ def test_chains_of_each_condition(smoke):
         assert g["messages"][0]["content"] == nano.PROMPT_GROUNDED
         assert u["messages"][0]["content"] == nano.PROMPT_UNGROUNDED
         # the same answer closes the grounded and the ungrounded chain
-        assert g["messages"][-1]["content"].split("<answer>")[-1] == (
-            u["messages"][-1]["content"].split("<answer>")[-1]
+        assert (
+            g["messages"][-1]["content"].split("<answer>")[-1]
+            == (u["messages"][-1]["content"].split("<answer>")[-1])
         )
         assert all(Path(p).is_file() for p in g["images"])
     assert n_points >= len(grounded)
