@@ -506,6 +506,18 @@ class VLLMEnginePolicy:
             "reload_weights",
             kwargs={"weights_iterator": weights, "is_checkpoint_format": True},
         )
+        # A tied output head (Qwen2.5-VL-3B ties it to the input embedding) gets no tensor of
+        # its own: vLLM's layer-wise reload leaves it, and the kernels prepared from it (the
+        # CPU build's packed GEMM), on the OLD embedding (checked on 0.32: trainer/engine
+        # logprob gap 0.3 nats/token after a sync that changed the embedding). Load the new
+        # embedding into it, point the head at it and prepare the head's kernels again.
+        embedding = [t for name, t in weights if name.endswith("embed_tokens.weight")]
+        if embedding:
+            retied = self.llm.collective_rpc(
+                _retie_output_head, kwargs={"embedding": embedding[-1]}
+            )
+            if any(retied):
+                log.debug("reloaded the tied output head with the new input embedding")
         # reload_weights clears the worker-side encoder and multimodal caches only; the
         # scheduler and the front end would still believe in them ("Encoder cache miss").
         # Reset each cache end to end, and drop KV blocks computed with the old weights.
@@ -515,6 +527,34 @@ class VLLMEnginePolicy:
         if not self.llm.reset_prefix_cache():
             log.warning("vLLM did not reset its prefix cache after a weight update")
         self.weight_version += 1
+
+
+def _retie_output_head(worker: Any, embedding: Any) -> bool:
+    """(Runs in the vLLM worker.) For a model whose output head is tied to its input embedding:
+    load `embedding` into the embedding (its own weight loader: vocabulary padding, sharding)
+    and point the head at it. Returns whether the model ties them."""
+    model = worker.model_runner.get_model()
+    heads = {n: m for n, m in model.named_modules() if n.endswith("lm_head")}
+    embeds = {n: m for n, m in model.named_modules() if n.endswith("embed_tokens")}
+    config = getattr(model, "config", None)
+    text = getattr(config, "text_config", None) or config
+    tied = bool(getattr(text, "tie_word_embeddings", False)) or bool(
+        getattr(config, "tie_word_embeddings", False)
+    )
+    if not tied or len(heads) != 1 or len(embeds) != 1:
+        return False
+    (head,), (embed,) = heads.values(), embeds.values()
+    import torch
+
+    with torch.no_grad():
+        embed.weight_loader(embed.weight, embedding.to(embed.weight.device, embed.weight.dtype))
+    head.weight = embed.weight
+    # kernels prepared from the head's weight at load time (the CPU build packs it into
+    # `cpu_linear`) are prepared again from the new one
+    method = getattr(head, "quant_method", None)
+    if method is not None and hasattr(method, "process_weights_after_loading"):
+        method.process_weights_after_loading(head)
+    return True
 
 
 _FUSED_SIBLINGS = {

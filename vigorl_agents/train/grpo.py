@@ -108,6 +108,12 @@ class GRPOConfig(EngineConfig):
     """Opt-in (beyond the paper): add this × on_target (the env's grounding precision: share of
     think-step points inside a target box, procedural envs) to the reward. Logged either way."""
     rollout_backend: RolloutBackend = "hf"
+    rollout_regex: str | None = None
+    """Constrain sampled turns to this regular expression (vLLM structured outputs; the
+    transformers backend refuses it). Only for plumbing runs of random models, which otherwise
+    never make a tool call: constrained samples are not the model's distribution."""
+    rollout_forced_regex: str | None = None
+    """The same for the turn after the forced prefix (docs/protocol.md#forced-final-answer)."""
     rollout_max_in_flight: int = 64
     rollout_batch: int = 16
     """transformers backend: sequences per generate call."""
@@ -360,6 +366,7 @@ class GRPOTrainer:
                 max_pixels=hi,
                 seed=cfg.seed,
                 dtype="bfloat16" if self.device.type == "cuda" else None,
+                multiprocessing=False,  # engine core in this process: weights handed over as is
                 **kwargs,
             )
         raise ValueError(f"unknown rollout_backend {cfg.rollout_backend!r}")
@@ -411,6 +418,9 @@ class GRPOTrainer:
             logprobs=True,
             logit_bias=self.vision_bias,
         )
+        # the forced-answer turn is sampled like every other (its tokens are trained)
+        forced = params.with_(regex=cfg.rollout_forced_regex)
+        params = params.with_(regex=cfg.rollout_regex)
         budget = TokenBudget(cfg.max_response_tokens, cfg.per_turn_tokens)
         return asyncio.run(
             run_episodes(
@@ -419,6 +429,7 @@ class GRPOTrainer:
                 specs,
                 params,
                 max_in_flight=cfg.rollout_max_in_flight,
+                forced_params=forced,
                 keep_tokens=True,
                 token_budget=budget,
                 token_builder=self.builder,
