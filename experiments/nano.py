@@ -100,8 +100,8 @@ class Tasks:
     """Multi-turn image budget (frame + crops); single-turn gets a frame of the same pixel total."""
     n_train_spatial: int = 256
     """Train samples searched per env (indices 0..n-1 of the env's train split)."""
-    n_train_search: int = 128
-    n_test: int = 100
+    n_train_search: int = 96
+    n_test: int = 80
     """Test samples per env (indices 0..n_test-1 of the env's test split)."""
 
     @property
@@ -161,6 +161,26 @@ class SFT:
 
 
 @dataclass(frozen=True)
+class GRPO:
+    """GRPO after SFT (docs/nano.md#grpo-stages): the same budget for every GRPO condition."""
+
+    steps: int = 6
+    prompts_per_step: int = 6
+    group_size: int = 4
+    """Rollouts per prompt; one optimizer step per RL step (mini_batch = prompts × group)."""
+    micro_batch: int = 8
+    lr: float = 1e-4
+    kl_coef: float = 0.01
+    temperature: float = 1.0
+    max_response_tokens: int = 160
+    """Single-turn response budget (the evaluation's per-turn cap)."""
+    per_turn_tokens: int = 96
+    """Multi-turn: per-turn cap; the response budget is max_images turns of it."""
+    rollout_batch: int = 16
+    """Sequences per generate call of the rollouts."""
+
+
+@dataclass(frozen=True)
 class Evaluation:
     max_tokens: int = 160
     """Per-turn cap on new tokens."""
@@ -176,6 +196,7 @@ class Args:
     student: Student = field(default_factory=Student)
     search: Search = field(default_factory=Search)
     sft: SFT = field(default_factory=SFT)
+    grpo: GRPO = field(default_factory=GRPO)
     eval: Evaluation = field(default_factory=Evaluation)
     device: str = "cpu"
     preset: str = "cpu"
@@ -183,6 +204,10 @@ class Args:
     out_root: Path = Path("runs/nano")
     stages: tuple[str, ...] = ()
     """Stages to run (empty: the default list; docs/nano.md#stages)."""
+    with_grpo: bool = True
+    """Include the GRPO stages and their evaluations in the default list."""
+    keep_going: bool = True
+    """A failed stage is recorded (failed.json) and the stages that do not need it still run."""
     redo: tuple[str, ...] = ()
     """Stages to run again even when done (their outputs are deleted first)."""
     n_trajectories: int = 4
@@ -209,9 +234,9 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 search_offset=24,
                 search_crop_size=112,
                 max_images=3,
-                n_train_spatial=3000,
-                n_train_search=800,
-                n_test=500,
+                n_train_spatial=2000,
+                n_train_search=500,
+                n_test=300,
             ),
             student=Student(
                 hidden=256,
@@ -224,7 +249,17 @@ PRESETS: dict[str, tuple[str, Args]] = {
             ),
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
             sft=SFT(epochs=3, lr=1e-3, batch=32),
-            eval=Evaluation(max_tokens=256, max_batch_size=64),
+            grpo=GRPO(
+                steps=20,
+                prompts_per_step=16,
+                group_size=8,
+                micro_batch=32,
+                lr=5e-5,
+                max_response_tokens=256,
+                per_turn_tokens=128,
+                rollout_batch=128,
+            ),
+            eval=Evaluation(max_tokens=256, max_batch_size=128),
             device="cuda",
             preset="gpu",
         ),
@@ -244,6 +279,13 @@ PRESETS: dict[str, tuple[str, Args]] = {
             ),
             search=Search(n_simulations=3, chains_per_sample=2),
             sft=SFT(epochs=3, lr=3e-3, batch=4),
+            grpo=GRPO(
+                steps=2,
+                prompts_per_step=4,
+                group_size=2,
+                max_response_tokens=24,
+                per_turn_tokens=16,
+            ),
             eval=Evaluation(max_tokens=24),
             preset="smoke",
             n_trajectories=2,
@@ -382,14 +424,37 @@ class Pipeline:
             raise RuntimeError(f"stage {name} has not run")
         return m["result"]
 
+    def current(self, name: str) -> bool:
+        """The stage's outputs exist and were made from the current config and inputs."""
+        m = self.marker(name)
+        try:
+            return m is not None and m["fingerprint"] == self.fingerprint_of(name)
+        except RuntimeError:
+            return False
+
+    def failure(self, name: str) -> dict[str, Any] | None:
+        p = self.dir(name) / "failed.json"
+        return _read_json(p) if p.is_file() else None
+
     def run(self, names: list[str]) -> dict[str, float]:
+        """Run `names` in order. A stage that raises leaves `failed.json` (error and traceback) in
+        its folder; with `keep_going` the stages that need it are skipped and the others run, so
+        the report still shows every condition that could be measured."""
+        import traceback
+
         from tqdm.auto import tqdm
 
         times: dict[str, float] = {}
+        self.failed: dict[str, str] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         overall = tqdm(names, desc=f"nano {self.args.preset}", unit="stage", position=0)
         for name in overall:
             overall.set_postfix_str(name)
+            blocked = [d for d in self.stages[name].deps if d in self.failed]
+            if blocked:
+                self.failed[name] = f"needs {', '.join(blocked)}, which failed"
+                log.error("stage %s: skipped, %s", name, self.failed[name])
+                continue
             fp = self.fingerprint_of(name)
             m = self.marker(name)
             if m is not None and m["fingerprint"] == fp and name not in self.args.redo:
@@ -402,7 +467,22 @@ class Pipeline:
             out.mkdir(parents=True)
             t0 = time.monotonic()
             log.info("stage %s: running", name)
-            result = self.stages[name].run(self.args, out, self)
+            try:
+                result = self.stages[name].run(self.args, out, self)
+            except Exception as e:
+                if not self.args.keep_going or name == "report":
+                    raise
+                self.failed[name] = f"{type(e).__name__}: {e}"
+                _write_json(
+                    out / "failed.json",
+                    {
+                        "stage": name,
+                        "error": self.failed[name],
+                        "traceback": traceback.format_exc(),
+                    },
+                )
+                log.error("stage %s failed (%s); going on without it", name, self.failed[name])
+                continue
             seconds = time.monotonic() - t0
             _write_json(
                 out / "done.json",
@@ -971,7 +1051,7 @@ GRPO_STAGES = {
     # stage: (condition it trains, the stage whose checkpoint it starts from)
     "grpo_grounded": ("sft_grounded_grpo", "sft_grounded"),
     "grpo_ungrounded": ("sft_ungrounded_grpo", "sft_ungrounded"),
-    "grpo_vanilla": ("vanilla_grpo", "student"),
+    "grpo_vanilla": ("vanilla_grpo", "sft_direct"),
     "grpo_multi_turn": ("multi_turn", "sft_multi_turn"),
     "grpo_single_turn": ("single_turn", "sft_single_turn"),
 }
@@ -985,12 +1065,65 @@ def grpo_available() -> bool:
     return hasattr(grpo, "train_grpo") and hasattr(grpo, "GRPOConfig")
 
 
+HISTORY_KEYS = ("step", "reward", "accuracy", "format_rate", "grounding_on_target", "kl", "loss")
+
+
 def stage_grpo(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
+    """GRPO with the real trainer from the condition's starting checkpoint, rewards from the env
+    (the same make kwargs, prompt and frames as the condition's evaluation), on train samples."""
+
     def run(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
-        raise NotImplementedError(
-            f"stage {name}: the GRPO trainer's API is not wired into the nano pipeline yet "
-            "(docs/nano.md#grpo-stages)"
+        from vigorl_agents.train.grpo import GRPOConfig, train_grpo
+
+        cond_name, start = GRPO_STAGES[name]
+        cond = CONDITIONS[cond_name]
+        g = args.grpo
+        multi = cond.mode == "multi_turn"
+        start_model = (
+            pipe.result("student")["model"]
+            if start == "student"
+            else pipe.result(start)["checkpoint"]
         )
+        cfg = GRPOConfig(
+            model=start_model,
+            output_dir=str(out),
+            lr=g.lr,
+            warmup_ratio=0.0,
+            device=args.device,
+            seed=args.student.seed,
+            freeze_vision=False,
+            min_pixels=MIN_PIXELS,
+            max_pixels=args.tasks.processor_max_pixels,
+            save_optimizer=False,
+            env_id=cond.env_id,
+            env_kwargs=env_kwargs(args.tasks, cond),
+            split="train",
+            val_split=None,
+            steps=g.steps,
+            prompts_per_step=g.prompts_per_step,
+            group_size=g.group_size,
+            mini_batch=g.prompts_per_step * g.group_size,
+            micro_batch=g.micro_batch,
+            max_prompt_tokens=2048,
+            max_response_tokens=(
+                g.per_turn_tokens * args.tasks.max_images if multi else g.max_response_tokens
+            ),
+            per_turn_tokens=g.per_turn_tokens if multi else None,
+            temperature=g.temperature,
+            kl_coef=g.kl_coef,
+            rollout_backend="hf",
+            rollout_batch=g.rollout_batch,
+            save_every=10**9,
+            save_final=True,
+        )
+        res = train_grpo(cfg, progress=True)
+        history = [{k: h.get(k) for k in HISTORY_KEYS} for h in res["history"]]
+        return {
+            "checkpoint": res["checkpoint"],
+            "steps": res["step"],
+            "start": start,
+            "history": history,
+        }
 
     return run
 
@@ -1110,16 +1243,15 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
 
     metrics: dict[str, dict[str, Any]] = {}
     for cond in CONDITIONS.values():
-        m = pipe.marker(f"eval_{cond.name}")
-        if m is not None:
-            metrics[cond.name] = m["result"]
+        if pipe.current(f"eval_{cond.name}"):  # not an evaluation of an older model
+            metrics[cond.name] = pipe.result(f"eval_{cond.name}")
     # the issue's names: single_turn / multi_turn are after the full pipeline; until GRPO runs,
     # the SFT models stand in and say so
     summary_conditions: dict[str, Any] = {}
     for name, m in metrics.items():
         key = {"sft_multi_turn": "multi_turn", "sft_single_turn": "single_turn"}.get(name, name)
         if key != name and key in metrics:
-            continue
+            key = name  # the GRPO model holds the issue's name; the SFT one keeps its own
         summary_conditions[key] = {
             "accuracy": round(m["accuracy"], 2),
             "ci95": round(m["ci95"], 2),
@@ -1139,9 +1271,11 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     }
     # report, summary and plots go to the run's root folder (runs/nano/<preset>/)
     _write_json(pipe.root / "summary.json", summary)
-    times = {n: pipe.marker(n)["seconds"] for n in pipe.stages if pipe.marker(n)}
+    times = {n: pipe.marker(n)["seconds"] for n in pipe.stages if pipe.current(n)}
+    failed = {n: f["error"] for n in pipe.stages if (f := pipe.failure(n)) and not pipe.current(n)}
+    failed.update(getattr(pipe, "failed", {}))
     plots = _plots(args, pipe.root, pipe, metrics)
-    text = _report_text(args, pipe, metrics, summary_conditions, times, plots, machine)
+    text = _report_text(args, pipe, metrics, summary_conditions, times, plots, machine, failed)
     (pipe.root / "report.md").write_text(text, encoding="utf-8")
     return {"conditions": summary_conditions, "plots": plots}
 
@@ -1263,6 +1397,7 @@ def _report_text(
     times: dict[str, float],
     plots: list[str],
     machine: Any,
+    failed: dict[str, str],
 ) -> str:
     lines = [
         f"# Nano pipeline: `{args.preset}` preset",
@@ -1322,6 +1457,9 @@ def _report_text(
         ]
     lines += ["", "## Stages", "", "| stage | seconds |", "|---|---|"]
     lines += [f"| {n} | {s:.1f} |" for n, s in times.items()]
+    if failed:
+        lines += ["", "Stages that did not finish (their conditions are missing above):", ""]
+        lines += [f"- `{n}`: {why}" for n, why in failed.items()]
     lines += ["", "## Plots", ""] + [f"![{p}]({p})" for p in plots]
     return "\n".join(lines) + "\n"
 
@@ -1336,6 +1474,9 @@ def _stages() -> dict[str, Stage]:
     def sft_cfg(a: Args) -> Any:
         return {"sft": a.sft, "device": a.device, "seed": a.student.seed}
 
+    def grpo_cfg(a: Args) -> Any:
+        return {"grpo": a.grpo, "tasks": a.tasks, "device": a.device, "seed": a.student.seed}
+
     def student_cfg(a: Args) -> Any:
         return {"student": a.student, "max_pixels": a.tasks.processor_max_pixels}
 
@@ -1346,10 +1487,7 @@ def _stages() -> dict[str, Stage]:
         Stage("student", ("chains",), student_cfg, stage_student),
     ]
     st += [Stage(n, ("chains", "student"), sft_cfg, stage_sft(n)) for n in SFT_STAGES]
-    st += [
-        Stage(n, (start, "chains"), cfg("tasks", "device"), stage_grpo(n))
-        for n, (_, start) in GRPO_STAGES.items()
-    ]
+    st += [Stage(n, (start,), grpo_cfg, stage_grpo(n)) for n, (_, start) in GRPO_STAGES.items()]
     st += [
         Stage(
             f"eval_{c.name}",
@@ -1365,11 +1503,11 @@ def _stages() -> dict[str, Stage]:
 
 
 def default_stages(with_grpo: bool) -> list[str]:
+    """The SFT conditions are evaluated before GRPO starts, so their numbers come early."""
     names = ["data", "search", "chains", "student", *SFT_STAGES]
-    if with_grpo:
-        names += list(GRPO_STAGES)
     names += [f"eval_{c.name}" for c in SFT_CONDITIONS]
     if with_grpo:
+        names += list(GRPO_STAGES)
         names += [f"eval_{c.name}" for c in GRPO_CONDITIONS]
     return [*names, "report"]
 
@@ -1377,12 +1515,15 @@ def default_stages(with_grpo: bool) -> list[str]:
 def run(args: Args) -> dict[str, Any]:
     stages = _stages()
     pipe = Pipeline(args, stages)
-    names = list(args.stages) or default_stages(with_grpo=False)
+    with_grpo = args.with_grpo and grpo_available()
+    if args.with_grpo and not with_grpo:
+        log.warning("vigorl_agents.train.grpo is not available: the GRPO stages are left out")
+    names = list(args.stages) or default_stages(with_grpo=with_grpo)
     unknown = [n for n in names if n not in stages]
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; known: {list(stages)}")
     times = pipe.run(names)
-    return {"times": times, "root": str(pipe.root)}
+    return {"times": times, "root": str(pipe.root), "failed": dict(pipe.failed)}
 
 
 def main() -> None:
@@ -1397,6 +1538,10 @@ def main() -> None:
     res = run(args)
     root = Path(res["root"])
     print(f"report: {root / 'report.md'}  summary: {root / 'summary.json'}")
+    if res["failed"]:
+        for name, why in res["failed"].items():
+            print(f"stage {name} did not finish: {why}", file=sys.stderr)
+        raise SystemExit(1)
 
 
 if __name__ == "__main__":

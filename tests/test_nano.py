@@ -35,13 +35,33 @@ def _done(root: Path, stage: str) -> dict:
 
 def test_every_default_stage_ran_and_wrote_its_marker(smoke):
     args, root, res = smoke
-    names = nano.default_stages(with_grpo=False)
+    names = nano.default_stages(with_grpo=nano.grpo_available())
     assert list(res["times"]) == names
     for name in names:
         marker = _done(root, name)
         assert marker["stage"] == name and len(marker["fingerprint"]) == 64
-    # no GRPO stage is in the default list while the trainer is not wired
-    assert not any(n.startswith("grpo_") or n.endswith("_grpo") for n in names)
+    # without the trainer no GRPO stage is in the default list; with it, all of them are
+    grpo = [n for n in names if n.startswith("grpo_")]
+    assert grpo == (list(nano.GRPO_STAGES) if nano.grpo_available() else [])
+
+
+def test_grpo_stages_ran_the_trainer(smoke):
+    if not nano.grpo_available():
+        pytest.skip("vigorl_agents.train.grpo is not in this checkout")
+    args, root, _ = smoke
+    for name, (cond, start) in nano.GRPO_STAGES.items():
+        r = _done(root, name)["result"]
+        assert r["start"] == start and r["steps"] == args.grpo.steps
+        assert len(r["history"]) == args.grpo.steps
+        for h in r["history"]:
+            assert 0.0 <= h["reward"] <= 2.0 and 0.0 <= h["accuracy"] <= 1.0
+        assert (Path(r["checkpoint"]) / "config.json").is_file()
+        ev = _records(root / f"eval_{cond}" / "samples.jsonl")
+        assert len(ev) == args.tasks.n_test
+    summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
+    assert summary["conditions"]["multi_turn"]["model"] == "sft+grpo"
+    assert summary["conditions"]["vanilla_grpo"]["n"] == args.tasks.n_test
+    assert (root / "grpo_curves.png").is_file()
 
 
 def test_test_split_is_disjoint_from_everything_trained_on(smoke):
@@ -136,7 +156,7 @@ def test_report_and_summary(smoke):
         c = conds[name]
         assert c["n"] == args.tasks.n_test
         assert 0.0 <= c["accuracy"] <= 100.0 and c["ci95"] >= 0.0
-    assert conds["multi_turn"]["model"] == "sft" and conds["untrained"]["model"] == "untrained"
+    assert conds["untrained"]["model"] == "untrained" and conds["sft_direct"]["model"] == "sft"
     report = (root / "report.md").read_text(encoding="utf-8")
     assert "| sft_grounded |" in report and "## Claims" in report
     for png in ("accuracy.png", "sft_loss.png"):
