@@ -135,13 +135,6 @@ def test_worst_case_prompt_above_max_prompt_tokens_is_refused_then_accepted_with
     assert 64 < n_prompt <= worst, (n_prompt, worst)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    raises=PreflightError,
-    reason="bug: a prompt dropped by drop_overlong_prompts is masked in build_examples, but "
-    "preflight still checks its length against max_prompt + max_response and raises "
-    "(grpo.py preflight: the length rule ignores ex.masked)",
-)
 def test_dropped_overlong_prompts_are_masked_and_counted_and_the_step_goes_on(
     tmp_path, tiny_qwen25_dir
 ):
@@ -255,12 +248,6 @@ def test_preflight_drop_masks_the_bad_trajectory_and_the_step_goes_on(tmp_path, 
     assert rec["optimizer_steps"] == 1 and trainer.step == 1
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: preflight runs before each pass (old, ref, update) and counts a dropped "
-    "trajectory again each time its image tokens still mismatch (grpo.py preflight does not "
-    "skip examples it already masked): one bad trajectory reads as 3 in preflight_dropped",
-)
 def test_preflight_drop_counts_a_bad_trajectory_once(tmp_path, tiny_qwen25_dir):
     trainer = _corrupting(_drop_an_image_pad)(
         _cfg(tmp_path, tiny_qwen25_dir, preflight="drop", kl_coef=0.01)

@@ -168,6 +168,7 @@ class Example:
     old_logp: Any = None
     ref_logp: Any = None
     advantage: float = 0.0
+    preflight_dropped: bool = False
 
 
 def collate_examples(examples: list[Example], pad_id: int) -> dict[str, Any]:
@@ -523,6 +524,8 @@ class GRPOTrainer:
         vt = vision_token_ids(self.processor)
         max_len = self.cfg.max_prompt_tokens + self.cfg.max_response_tokens
         for ex in examples:
+            if ex.preflight_dropped:  # masked (and counted) by an earlier pass of this step
+                continue
             ids = ex.input_ids
             problems = []
             n_pad = int((ids == vt.image_pad).sum())
@@ -536,7 +539,7 @@ class GRPOTrainer:
                 problems.append(
                     f"{n_start} vision_start / {n_end} vision_end for {grid.shape[0]} image(s)"
                 )
-            if len(ids) > max_len:
+            if len(ids) > max_len and not ex.masked:  # a masked one is never forwarded
                 problems.append(f"length {len(ids)} > {max_len}")
             vision = (ids == vt.image_pad) | (ids == vt.vision_start) | (ids == vt.vision_end)
             if bool((ex.target_mask & vision).any()):
@@ -550,7 +553,7 @@ class GRPOTrainer:
                 logger.warning("preflight: %s (masked)", msg)
                 counts["preflight_dropped"] += 1
                 ex.target_mask[:] = False
-                ex.masked, ex.n_target = True, 0
+                ex.masked, ex.n_target, ex.preflight_dropped = True, 0, True
 
     # ------------------------------------------------------------------ log-probs
 
