@@ -135,3 +135,16 @@ def test_resume_after_a_stop_gives_the_same_next_step(tmp_path, tiny_qwen25_dir)
     # metrics.jsonl of the resumed run: one record per step, no duplicates
     steps = [json.loads(x)["step"] for x in (Path(cfg_b.output_dir) / "metrics.jsonl").open()]
     assert steps == [1, 2]
+
+
+def test_grounding_reward_is_opt_in_and_adds_w_times_on_target(tmp_path, tiny_qwen25_dir):
+    from types import SimpleNamespace
+
+    trainer = GRPOTrainer(_cfg(tmp_path, tiny_qwen25_dir))
+    traj = SimpleNamespace(reward=0.3, grounding={"on_target": 0.5, "points": 2})
+    no_points = SimpleNamespace(reward=0.3, grounding={"on_target": None, "points": 0})
+    assert trainer.reward_of(traj) == (0.3, 0.5)  # off by default: the env's score only
+    trainer.cfg = replace(trainer.cfg, grounding_reward=0.4)
+    assert trainer.reward_of(traj)[0] == pytest.approx(0.3 + 0.4 * 0.5)
+    assert trainer.reward_of(no_points)[0] == pytest.approx(0.3)  # no point: nothing added
+    trainer.close()
