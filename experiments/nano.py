@@ -164,7 +164,7 @@ class SFT:
 class GRPO:
     """GRPO after SFT (docs/nano.md#grpo-stages): the same budget for every GRPO condition."""
 
-    steps: int = 6
+    steps: int = 5
     prompts_per_step: int = 6
     group_size: int = 4
     """Rollouts per prompt; one optimizer step per RL step (mini_batch = prompts × group)."""
@@ -206,6 +206,9 @@ class Args:
     """Stages to run (empty: the default list; docs/nano.md#stages)."""
     with_grpo: bool = True
     """Include the GRPO stages and their evaluations in the default list."""
+    publish: Path | None = None
+    """Also copy report.md, summary.json and the plots here (the gpu preset: the committed
+    results folder, benchmarks/results/nano/)."""
     keep_going: bool = True
     """A failed stage is recorded (failed.json) and the stages that do not need it still run."""
     redo: tuple[str, ...] = ()
@@ -262,6 +265,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
             eval=Evaluation(max_tokens=256, max_batch_size=128),
             device="cuda",
             preset="gpu",
+            publish=Path("benchmarks/results/nano"),
         ),
     ),
     "smoke": (
@@ -1184,12 +1188,17 @@ def condition_metrics(row: dict[str, Any], recs: list[dict[str, Any]]) -> dict[s
         for r in recs
         if r.get("grounding") and r["grounding"].get("on_target") is not None
     ]
+    from vigorl_agents.stats import wald
+
     with_points = sum(bool(r.get("grounding") and r["grounding"].get("points")) for r in recs)
+    g = wald(on_target).to_dict() if on_target else None  # percent, over episodes with points
     return {
         "accuracy": acc["mean"],  # percent already (vigorl_agents.stats)
         "ci95": (acc["high"] - acc["low"]) / 2,
         "n": row["n"],
-        "grounding_on_target": (100 * sum(on_target) / len(on_target)) if on_target else None,
+        "grounding_on_target": g["mean"] if g else None,
+        "grounding_ci95": (g["high"] - g["low"]) / 2 if g else None,
+        "grounding_n": len(on_target),
         "with_points": 100 * with_points / max(1, len(recs)),
         "answered": 100 * sum(r.get("answer") is not None for r in recs) / max(1, len(recs)),
         "end_reasons": row.get("end_reasons", {}),
@@ -1229,6 +1238,24 @@ def claim_status(a: dict[str, Any] | None, b: dict[str, Any] | None) -> str:
     return "does not hold"
 
 
+def grounding_claim(after: dict[str, Any] | None, before: dict[str, Any] | None) -> str:
+    """Claim (e) on the share of think points inside a target box (95 % CIs over the episodes
+    that named points)."""
+
+    def g(m: dict[str, Any] | None) -> dict[str, Any] | None:
+        if m is None or m.get("grounding_on_target") is None:
+            return None
+        return {"accuracy": m["grounding_on_target"], "ci95": m.get("grounding_ci95") or 0.0}
+
+    a, b = g(after), g(before)
+    if a is None or b is None:
+        return "not measured (no points, or a stage did not run)"
+    return (
+        f"{claim_status(a, b)} — sft_grounded {b['accuracy']:.1f} ± {b['ci95']:.1f} → "
+        f"sft_grounded_grpo {a['accuracy']:.1f} ± {a['ci95']:.1f}"
+    )
+
+
 def _fmt(m: dict[str, Any] | None, key: str = "accuracy") -> str:
     if m is None:
         return "—"
@@ -1259,6 +1286,9 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
             "grounding_on_target": None
             if m["grounding_on_target"] is None
             else round(m["grounding_on_target"], 2),
+            "grounding_ci95": None
+            if m.get("grounding_ci95") is None
+            else round(m["grounding_ci95"], 2),
             "model": "sft+grpo"
             if CONDITIONS[name].model_stage in GRPO_STAGES
             else ("untrained" if CONDITIONS[name].model_stage is None else "sft"),
@@ -1277,6 +1307,10 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     plots = _plots(args, pipe.root, pipe, metrics)
     text = _report_text(args, pipe, metrics, summary_conditions, times, plots, machine, failed)
     (pipe.root / "report.md").write_text(text, encoding="utf-8")
+    if args.publish is not None:
+        args.publish.mkdir(parents=True, exist_ok=True)
+        for name in ["report.md", "summary.json", *plots]:
+            shutil.copy(pipe.root / name, args.publish / name)
     return {"conditions": summary_conditions, "plots": plots}
 
 
@@ -1298,10 +1332,11 @@ def _plots(args: Args, out: Path, pipe: Pipeline, metrics: dict[str, Any]) -> li
         axes[0].set_ylim(0, 100)
         axes[0].set_title("accuracy per condition (blue: SynthSpatial, orange: SynthSearch)")
         g = [metrics[n]["grounding_on_target"] or 0.0 for n in names]
-        axes[1].bar(names, g, color=colors)
+        gerr = [metrics[n].get("grounding_ci95") or 0.0 for n in names]
+        axes[1].bar(names, g, yerr=gerr, capsize=4, color=colors)
         axes[1].set_ylabel("think points on a target object, %")
         axes[1].set_ylim(0, 100)
-        axes[1].set_title("grounding precision (on_target)")
+        axes[1].set_title("grounding precision: think points on a target (95 % CI)")
         for ax in axes:
             ax.tick_params(axis="x", rotation=35)
             for lab in ax.get_xticklabels():
@@ -1430,14 +1465,9 @@ def _report_text(
             f"- ({key}) {text}: {claim_status(metrics.get(a), metrics.get(b))} "
             f"— {a} {_fmt(metrics.get(a))} vs {b} {_fmt(metrics.get(b))}"
         )
-    ga, gb = metrics.get("sft_grounded_grpo"), metrics.get("sft_grounded")
     lines.append(
-        "- (e) grounding precision rises with GRPO: "
-        + (
-            "not measured (a stage did not run)"
-            if ga is None or gb is None
-            else f"{_fmt(gb, 'grounding_on_target')} → {_fmt(ga, 'grounding_on_target')} %"
-        )
+        "- (e) grounding precision (points on a target, %) rises with GRPO: "
+        + grounding_claim(metrics.get("sft_grounded_grpo"), metrics.get("sft_grounded"))
     )
     if not any(n in metrics for n in ("multi_turn", "single_turn")) and (
         "sft_multi_turn" in metrics
