@@ -141,10 +141,15 @@ def test_dropped_overlong_prompts_are_masked_and_counted_and_the_step_goes_on(
     trainer = Recording(
         _cfg(tmp_path, tiny_qwen25_dir, max_prompt_tokens=64, drop_overlong_prompts=True)
     )
+    before = {k: v.clone() for k, v in trainer.model.named_parameters() if v.requires_grad}
     (rec,) = _step(trainer)
     assert rec["dropped_overlong_prompts"] == 4
     assert all(e.n_target == 0 and e.masked for e in trainer.examples)
-    assert rec["optimizer_steps"] == 0
+    # the mini-batch's (empty) optimizer step is taken, so the schedule advances; nothing moves
+    assert rec["optimizer_steps"] == 1
+    assert trainer.eng.scheduler.last_epoch == 1
+    after = dict(trainer.model.named_parameters())
+    assert all(torch.equal(v, after[k]) for k, v in before.items())
 
 
 def test_kl_coef_zero_keeps_no_reference_model(tmp_path, tiny_qwen25_dir):

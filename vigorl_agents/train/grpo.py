@@ -374,8 +374,8 @@ class GRPOTrainer:
 
     @property
     def _sleep(self) -> bool:
-        s = self.cfg.vllm_sleep
-        return (self.device.type == "cuda") if s is None else bool(s)
+        s = self.cfg.vllm_sleep  # sleep mode is CUDA-only in vLLM
+        return self.device.type == "cuda" and (s is None or bool(s))
 
     # ------------------------------------------------------------------ data position
 
@@ -470,7 +470,7 @@ class GRPOTrainer:
             except Exception as e:  # the trajectory is masked, the step goes on
                 logger.warning("reward of %s#%d failed: %s", traj.sample_id, traj.episode, e)
                 counts["reward_errors"] += 1
-                reward, masked = 0.0, True
+                reward, masked = float("nan"), True  # left out of its group's statistics
             stream = tokenize_trajectory(traj, self.builder)
             counts["prompt_mismatch"] += stream.prompt_mismatch
             images = trajectory_images(env, traj)[: stream.num_images]
@@ -652,9 +652,8 @@ class GRPOTrainer:
                     entropy_sum += float(ent.sum())
                     entropy_n += ent.numel()
                     tokens += int(batch["attention_mask"].sum())
-                if not live:
-                    self.eng.zero_grad()
-                    continue
+                # a mini-batch with nothing to train still takes its (empty) optimizer step, so
+                # the schedule advances by the configured steps per RL step whatever is masked
                 grad_norm, skip, lr = self.eng.optimizer_step()
                 opt_steps += 1
                 grad_norms.append(grad_norm)
@@ -738,12 +737,13 @@ class GRPOTrainer:
         # advantages over every trajectory of the group, masked ones included
         import torch
 
+        # a trajectory whose reward failed is masked and left out of its group's statistics (an
+        # infrastructure failure must not move the others' advantages); overlong ones stay in
+        scored = [e for e in examples if math.isfinite(e.reward)]
         adv = group_advantages(
-            torch.tensor([e.reward for e in examples]),
-            [e.group for e in examples],
-            mode=cfg.adv_norm,
+            torch.tensor([e.reward for e in scored]), [e.group for e in scored], mode=cfg.adv_norm
         )
-        for e, a in zip(examples, adv.tolist(), strict=True):
+        for e, a in zip(scored, adv.tolist(), strict=True):
             e.advantage = a
         self.preflight(examples, counts)
         t0 = time.perf_counter()
@@ -782,7 +782,8 @@ class GRPOTrainer:
     def _zero_adv_groups(examples: list[Example]) -> float:
         by: dict[int, list[float]] = {}
         for e in examples:
-            by.setdefault(e.group, []).append(e.reward)
+            if math.isfinite(e.reward):
+                by.setdefault(e.group, []).append(e.reward)
         return _mean([float(max(v) == min(v)) for v in by.values()])
 
     @staticmethod
@@ -822,7 +823,7 @@ class GRPOTrainer:
         for k, v in comps.items():
             out[f"reward/{k}"] = _mean(v)
         if examples is not None:
-            out["train_reward"] = _mean([e.reward for e in examples])
+            out["train_reward"] = _mean([e.reward for e in examples if math.isfinite(e.reward)])
         return out
 
     # ------------------------------------------------------------------ validation
