@@ -164,7 +164,7 @@ class SFT:
 class GRPO:
     """GRPO after SFT (docs/nano.md#grpo-stages): the same budget for every GRPO condition."""
 
-    steps: int = 5
+    steps: int = 8
     prompts_per_step: int = 6
     group_size: int = 4
     """Rollouts per prompt; one optimizer step per RL step (mini_batch = prompts × group)."""
@@ -253,7 +253,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
             sft=SFT(epochs=3, lr=1e-3, batch=32),
             grpo=GRPO(
-                steps=20,
+                steps=12,
                 prompts_per_step=16,
                 group_size=8,
                 micro_batch=32,
