@@ -1256,6 +1256,18 @@ def grounding_claim(after: dict[str, Any] | None, before: dict[str, Any] | None)
     )
 
 
+def chance_level(samples: Path) -> float | None:
+    """Accuracy (%) of picking an option uniformly at random, over the evaluated test samples."""
+    from vigorl_agents.eval import load_records
+
+    inv = [
+        1 / len(opts)
+        for r in load_records(samples)
+        if "error" not in r and (opts := r["trajectory"]["ground_truth"].get("options"))
+    ]
+    return 100 * sum(inv) / len(inv) if inv else None
+
+
 def _fmt(m: dict[str, Any] | None, key: str = "accuracy") -> str:
     if m is None:
         return "—"
@@ -1434,6 +1446,11 @@ def _report_text(
     machine: Any,
     failed: dict[str, str],
 ) -> str:
+    chance = {}
+    for name in metrics:
+        env = CONDITIONS[name].env_id
+        if env not in chance:
+            chance[env] = chance_level(pipe.dir(f"eval_{name}") / "samples.jsonl")
     lines = [
         f"# Nano pipeline: `{args.preset}` preset",
         "",
@@ -1452,6 +1469,16 @@ def _report_text(
         "points on target % |",
         "|---|---|---|---|---|---|---|---|",
     ]
+    levels = [f"{env.split('/')[-1]} {c:.1f} %" for env, c in chance.items() if c is not None]
+    footer = (
+        [
+            "Chance (an option picked uniformly at random) on these test samples: "
+            + ", ".join(levels)
+            + "."
+        ]
+        if levels
+        else []
+    )
     for name, m in metrics.items():
         c = CONDITIONS[name]
         model = "untrained" if c.model_stage is None else c.model_stage
@@ -1459,7 +1486,7 @@ def _report_text(
             f"| {name} | {c.env_id.split('/')[-1]} | {model} | {_fmt(m)} | {m['n']} | "
             f"{m['answered']:.0f} | {m['with_points']:.0f} | {_fmt(m, 'grounding_on_target')} |"
         )
-    lines += ["", "## Claims", ""]
+    lines += ["", *footer, "", "## Claims", ""]
     for key, text, a, b in CLAIMS:
         lines.append(
             f"- ({key}) {text}: {claim_status(metrics.get(a), metrics.get(b))} "
