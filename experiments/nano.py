@@ -237,7 +237,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 search_offset=24,
                 search_crop_size=112,
                 max_images=3,
-                n_train_spatial=2000,
+                n_train_spatial=4000,
                 n_train_search=500,
                 n_test=300,
             ),
@@ -251,7 +251,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=128,
             ),
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
-            sft=SFT(epochs=3, lr=1e-3, batch=32),
+            sft=SFT(epochs=2, lr=1e-3, batch=32),
             grpo=GRPO(
                 steps=12,
                 prompts_per_step=16,
@@ -642,16 +642,15 @@ def _search_shard(
     return summary
 
 
-def _linearize_job(key: str, tasks: Tasks, tree_files: list[str], out: Path) -> int:
-    """Single-turn chains of a job's trees, and (SynthSearch multi-turn frames) the multi-turn
-    dialogs with real crops, in a worker process."""
+def _linearize_job(key: str, tasks: Tasks, tree_files: list[str], sft: Path) -> int:
+    """Single-turn chains of one shard's trees into `sft/`, and (SynthSearch multi-turn frames)
+    the multi-turn dialogs with real crops, in a worker process."""
     from vigorl_agents.cli import format_env_kwargs
     from vigorl_agents.search import linearize
 
     env_id, frame, _ = SEARCH_JOBS[key]
     kw = env_kwargs(tasks, frame=frame)
     kw.pop("max_images", None)
-    sft = out / key / "sft"
     sft.mkdir(parents=True, exist_ok=True)
     argv = [*tree_files, str(sft / "single_turn.jsonl")]
     argv += ["--domain", "visual_search" if env_id == SEARCH else "spatial"]
@@ -689,14 +688,16 @@ def stage_search(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
             summaries[futs[fut]].append(fut.result())
             bar.update(1)
         bar.close()
+        # one linearization per shard, in parallel (each renders its samples' frames and crops)
         lin = {
-            k: pool.submit(_linearize_job, k, t, [x["file"] for x in summaries[k]], out)
+            pool.submit(_linearize_job, k, t, [x["file"]], Path(x["file"]).parents[1] / "sft"): k
             for k in SEARCH_JOBS
+            for x in summaries[k]
         }
-        bar = tqdm(total=len(lin), desc="linearize", unit="job", position=1)
-        for k, fut in lin.items():
+        bar = tqdm(total=len(lin), desc="linearize", unit="shard", position=1)
+        for fut in as_completed(lin):
             if fut.result() != 0:
-                raise RuntimeError(f"linearization of the {k} trees failed")
+                raise RuntimeError(f"linearization of the {lin[fut]} trees failed")
             bar.update(1)
         bar.close()
     result = {}
@@ -759,11 +760,10 @@ def _map_assistant(rec: dict[str, Any], fn: Callable[[str], str]) -> dict[str, A
     return {**rec, "messages": msgs}
 
 
-def _write_records(records: list[dict[str, Any]], path: Path, images_from: Path) -> None:
-    """Write records with image paths absolute (their folder is the search stage's)."""
+def _write_records(records: list[dict[str, Any]], path: Path) -> None:
+    """Write records (image paths absolute: the images stay in the search stage's folders)."""
     with path.open("w", encoding="utf-8") as f:
         for r in records:
-            r = {**r, "images": [str((images_from / p).resolve()) for p in r["images"]]}
             f.write(json.dumps(r) + "\n")
 
 
@@ -789,12 +789,21 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     src = pipe.dir("search")
     stats: dict[str, Any] = {}
 
-    def load(path: Path) -> list[dict[str, Any]]:
-        return [r for _, r in read_jsonl(path)]
+    def load(job: str, rel: str) -> list[dict[str, Any]]:
+        """Records of every shard of a search job, image paths made absolute (they are relative
+        to each shard's own output folder)."""
+        out_recs = []
+        for path in sorted((src / job).glob(f"shard*/sft/{rel}")):
+            for _, r in read_jsonl(path):
+                r["images"] = [str((path.parent / p).resolve()) for p in r["images"]]
+                out_recs.append(r)
+        return out_recs
 
-    sp_dir = src / "spatial" / "sft"
     spatial = _cap(
-        load(sp_dir / "single_turn.jsonl"), s.chain_kinds, s.chains_per_sample, lambda r: r["kind"]
+        load("spatial", "single_turn.jsonl"),
+        s.chain_kinds,
+        s.chains_per_sample,
+        lambda r: r["kind"],
     )
     if not spatial:
         raise RuntimeError("the search gave no SynthSpatial chains")
@@ -824,34 +833,35 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
         "sft_direct": direct,
     }
     for name, recs in files.items():
-        _write_records(recs, out / f"{name}.jsonl", sp_dir)
+        _write_records(recs, out / f"{name}.jsonl")
     stats["spatial"] = {
         "records": len(spatial),
         "samples": len({r["sample_id"] for r in spatial}),
         "points": total,
     }
 
-    mt_dir = src / "search" / "sft" / "multi_turn"
     multi = [  # at least one zoom (a frame-only dialog teaches no tool call), within the budget
         r
-        for r in load(mt_dir / "multi_turn.jsonl")
+        for r in load("search", "multi_turn/multi_turn.jsonl")
         if 2 <= len(r["images"]) <= args.tasks.max_images
     ]
     multi = _cap(
         multi, s.chain_kinds, s.chains_per_sample, lambda r: r["meta"].get("chain_kind", "direct")
     )
     multi = [_with_system(r, PROMPT_MULTI_TURN) for r in multi]
-    st_dir = src / "search_single" / "sft"
     single = _cap(
-        load(st_dir / "single_turn.jsonl"), s.chain_kinds, s.chains_per_sample, lambda r: r["kind"]
+        load("search_single", "single_turn.jsonl"),
+        s.chain_kinds,
+        s.chains_per_sample,
+        lambda r: r["kind"],
     )
     single = [_with_system(r, PROMPT_GROUNDED) for r in single]
     if not multi or not single:
         raise RuntimeError(
             f"SynthSearch chains: {len(multi)} multi-turn, {len(single)} single-turn"
         )
-    _write_records(multi, out / "sft_multi_turn.jsonl", mt_dir)
-    _write_records(single, out / "sft_single_turn.jsonl", st_dir)
+    _write_records(multi, out / "sft_multi_turn.jsonl")
+    _write_records(single, out / "sft_single_turn.jsonl")
     stats["search"] = {
         "multi_turn_records": len(multi),
         "multi_turn_crops": sum(len(r["images"]) - 1 for r in multi),

@@ -230,3 +230,21 @@ def test_publish_copies_the_report(smoke, tmp_path):
     nano.run(replace(args, stages=("report",), publish=dest))
     for name in ("report.md", "summary.json", "accuracy.png"):
         assert (dest / name).read_bytes() == (root / name).read_bytes()
+
+
+def test_chains_do_not_depend_on_how_the_search_was_sharded(smoke, tmp_path):
+    """Three shards per SynthSearch job (six worker processes) give the same training files as
+    one shard: a sample's trees and chains depend only on its id."""
+    args, root, _ = smoke
+    sharded = replace(args, out_root=tmp_path, search=replace(args.search, workers=6),
+                      stages=("data", "search", "chains"))  # fmt: skip
+    res = nano.run(sharded)
+    assert _done(Path(res["root"]), "search")["result"]["search"]["shards"] == 3
+
+    def content(path: Path) -> list[dict]:
+        return [{k: v for k, v in r.items() if k != "images"} for r in _records(path)]
+
+    for name in ("sft_grounded", "sft_direct", "sft_multi_turn", "sft_single_turn"):
+        assert content(Path(res["root"]) / "chains" / f"{name}.jsonl") == content(
+            root / "chains" / f"{name}.jsonl"
+        )
