@@ -1,4 +1,4 @@
-"""The whole pipeline in miniature: search → SFT → (GRPO) → evaluation, on procedural tasks with a
+"""The whole pipeline in miniature: search → SFT → GRPO → evaluation, on procedural tasks with a
 small Qwen2-VL-architecture student trained from random weights (docs/nano.md).
 
     # the README's main job: every stage real, on 2 CPU cores in minutes
@@ -24,11 +24,15 @@ stage whose marker matches is skipped, one whose config or inputs changed runs a
    single-turn chains on a frame of the same image budget.
 4. `student`: a Qwen2-VL-architecture model with random weights and a tokenizer built here.
 5. `sft_*`: the real SFT trainer (`vigorl_agents.train.sft.train`) per condition.
-6. `grpo_*`: the real GRPO trainer (`vigorl_agents.train.grpo.train_grpo`) — not in the default
-   stage list until that trainer exists (docs/nano.md#grpo-stages).
-7. `eval_*`: the real evaluation (`vigorl_agents.eval.evaluate`) on held-out test samples.
+6. `eval_*`: the real evaluation (`vigorl_agents.eval.evaluate`) on held-out test samples, the
+   SFT conditions first.
+7. `grpo_*`: the real GRPO trainer (`vigorl_agents.train.grpo.train_grpo`) from the SFT
+   checkpoints (docs/nano.md#grpo-stages), then their evaluations.
 8. `report`: report.md, summary.json, plots (accuracy and grounding per condition with 95 % CIs,
-   SFT loss curves, drawn test trajectories).
+   SFT loss and GRPO reward/accuracy curves, drawn test trajectories).
+
+A stage that fails leaves `failed.json` in its folder; the stages that do not need it still run
+and the report lists it (`--no-keep-going` stops at the first failure instead).
 """
 
 from __future__ import annotations
@@ -1294,13 +1298,13 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     for cond in CONDITIONS.values():
         if pipe.current(f"eval_{cond.name}"):  # not an evaluation of an older model
             metrics[cond.name] = pipe.result(f"eval_{cond.name}")
-    # the issue's names: single_turn / multi_turn are after the full pipeline; until GRPO runs,
-    # the SFT models stand in and say so
+    # summary.json's names (docs/nano.md#the-conditions): single_turn / multi_turn are after GRPO;
+    # without GRPO the SFT models stand in and say so ("model": "sft")
     summary_conditions: dict[str, Any] = {}
     for name, m in metrics.items():
         key = {"sft_multi_turn": "multi_turn", "sft_single_turn": "single_turn"}.get(name, name)
         if key != name and key in metrics:
-            key = name  # the GRPO model holds the issue's name; the SFT one keeps its own
+            key = name  # the GRPO model holds that name; the SFT one keeps its own
         summary_conditions[key] = {
             "accuracy": round(m["accuracy"], 2),
             "ci95": round(m["ci95"], 2),
