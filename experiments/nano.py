@@ -1501,10 +1501,19 @@ def _report_text(
             f"{m['answered']:.0f} | {m['with_points']:.0f} | {_fmt(m, 'grounding_on_target')} |"
         )
     lines += ["", *footer, "", "## Claims", ""]
+
+    def above_chance(name: str) -> str:
+        m, c = metrics.get(name), chance.get(CONDITIONS[name].env_id)
+        if m is None or c is None or m["accuracy"] - m["ci95"] > c:
+            return ""
+        return f"; {name} is not above chance ({c:.1f} %)"
+
     for key, text, a, b in CLAIMS:
+        status = claim_status(metrics.get(a), metrics.get(b))
+        note = above_chance(a) if status.startswith(("holds", "same direction")) else ""
         lines.append(
-            f"- ({key}) {text}: {claim_status(metrics.get(a), metrics.get(b))} "
-            f"— {a} {_fmt(metrics.get(a))} vs {b} {_fmt(metrics.get(b))}"
+            f"- ({key}) {text}: {status}{note} — {a} {_fmt(metrics.get(a))} vs {b} "
+            f"{_fmt(metrics.get(b))}"
         )
     lines.append(
         "- (e) grounding precision (points on a target, %) rises with GRPO: "

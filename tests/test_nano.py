@@ -164,6 +164,10 @@ def test_report_and_summary(smoke):
     assert conds["untrained"]["model"] == "untrained" and conds["sft_direct"]["model"] == "sft"
     report = (root / "report.md").read_text(encoding="utf-8")
     assert "| sft_grounded |" in report and "## Claims" in report
+    # the chance level of the evaluated samples: SynthSpatial has 2- and 4-option questions
+    chance = nano.chance_level(root / "eval_untrained" / "samples.jsonl")
+    assert 25.0 <= chance <= 50.0
+    assert f"SynthSpatial-v0 {chance:.1f} %" in report
     for png in ("accuracy.png", "sft_loss.png"):
         assert (root / png).stat().st_size > 1000
         assert f"]({png})" in report
