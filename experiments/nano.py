@@ -190,6 +190,8 @@ class Evaluation:
     """Per-turn cap on new tokens."""
     greedy: bool = True
     max_batch_size: int = 16
+    image_dependence_samples: int = 24
+    """Test samples of the image-dependence check (single-turn conditions; 0: off)."""
 
 
 @dataclass(frozen=True)
@@ -1189,9 +1191,73 @@ def stage_eval(cond: Condition) -> Callable[[Args, Path, Pipeline], dict[str, An
         summary = asyncio.run(go())
         row = summary["rows"][0]
         recs = [r for r in load_records(out / "samples.jsonl") if "error" not in r]
-        return {"condition": cond.name, **condition_metrics(row, recs)}
+        result = {"condition": cond.name, **condition_metrics(row, recs)}
+        if cond.mode == "single_turn":
+            result["image_dependence"] = image_dependence(
+                model_of(pipe, cond), cond, args, recs, n=args.eval.image_dependence_samples
+            )
+        return result
 
     return run
+
+
+def image_dependence(
+    model: str, cond: Condition, args: Args, recs: list[dict[str, Any]], n: int
+) -> float | None:
+    """Does the model look at the image? The mean total-variation distance (%) between its
+    next-token distributions along its own greedy test responses, read once with the sample's
+    frame and once with the frame of another test sample of the same size. 0 means the image
+    changes nothing the model says; a model that reads the image moves its distributions."""
+    import gymnasium as gym
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    import vigorl_env  # noqa: F401
+    from vigorl_env.protocol import IMAGE_MARKER
+
+    if n <= 0:
+        return None
+    by_index = {r["index"]: r for r in recs}
+    env = gym.make(cond.env_id, split="test", **env_kwargs(args.tasks, cond))
+    frames, questions = {}, {}
+    try:
+        for i in sorted(by_index)[: 2 * n]:
+            obs, _ = env.reset(options={"index": i})
+            frames[i] = env.unwrapped.frame_image
+            questions[i] = obs["text"].replace(IMAGE_MARKER, "", 1)
+    finally:
+        env.close()
+    device = torch.device(args.device if args.device != "auto" else "cpu")
+    net = AutoModelForImageTextToText.from_pretrained(model).to(device).eval()
+    proc = AutoProcessor.from_pretrained(model)
+    system = env_kwargs(args.tasks, cond)["system_prompt"]
+
+    def dists(rec: dict[str, Any], image: Any) -> Any:
+        question = questions[rec["index"]]
+        msgs = [
+            {"role": "system", "content": system},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]},
+        ]
+        prompt = proc.apply_chat_template(msgs, add_generation_prompt=True, tokenize=False)
+        response = rec["trajectory"]["turns"][0]["text"]
+        n_prompt = proc(text=[prompt], images=[image], return_tensors="pt")["input_ids"].shape[1]
+        inputs = proc(text=[prompt + response], images=[image], return_tensors="pt").to(device)
+        with torch.no_grad():
+            logits = net(**inputs).logits[0, n_prompt - 1 : -1].float()
+        return logits.softmax(-1)
+
+    tvs = []
+    keys = sorted(frames)
+    for k, i in enumerate(keys[:n]):
+        other = next(
+            (j for j in keys[k + 1 :] + keys[:k] if frames[j].size == frames[i].size and j != i),
+            None,
+        )
+        if other is None or not by_index[i]["trajectory"]["turns"][0]["text"]:
+            continue
+        p, q = dists(by_index[i], frames[i]), dists(by_index[i], frames[other])
+        tvs.append(float(0.5 * (p - q).abs().sum(-1).mean()))
+    return 100 * sum(tvs) / len(tvs) if tvs else None
 
 
 def condition_metrics(row: dict[str, Any], recs: list[dict[str, Any]]) -> dict[str, Any]:
@@ -1280,6 +1346,10 @@ def chance_level(samples: Path) -> float | None:
         if "error" not in r and (opts := r["trajectory"]["ground_truth"].get("options"))
     ]
     return 100 * sum(inv) / len(inv) if inv else None
+
+
+def _fmt_small(v: float | None) -> str:
+    return "—" if v is None else f"{v:.3f}"
 
 
 def _fmt(m: dict[str, Any] | None, key: str = "accuracy") -> str:
@@ -1480,8 +1550,8 @@ def _report_text(
         "## Results",
         "",
         "| condition | env | model | accuracy % | n | answered % | with points % | "
-        "points on target % |",
-        "|---|---|---|---|---|---|---|---|",
+        "points on target % | image dependence % |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     levels = [f"{env.split('/')[-1]} {c:.1f} %" for env, c in chance.items() if c is not None]
     footer = (
@@ -1498,9 +1568,18 @@ def _report_text(
         model = "untrained" if c.model_stage is None else c.model_stage
         lines.append(
             f"| {name} | {c.env_id.split('/')[-1]} | {model} | {_fmt(m)} | {m['n']} | "
-            f"{m['answered']:.0f} | {m['with_points']:.0f} | {_fmt(m, 'grounding_on_target')} |"
+            f"{m['answered']:.0f} | {m['with_points']:.0f} | {_fmt(m, 'grounding_on_target')} | "
+            f"{_fmt_small(m.get('image_dependence'))} |"
         )
-    lines += ["", *footer, "", "## Claims", ""]
+    footer.append(
+        "Image dependence: the mean total-variation distance between the model's next-token "
+        "distributions along its own test responses, read with the sample's frame and with "
+        "another sample's frame (single-turn conditions); near 0, the image changes nothing the "
+        "model says."
+    )
+    for note in footer:
+        lines += ["", note]
+    lines += ["", "## Claims", ""]
 
     def above_chance(name: str) -> str:
         m, c = metrics.get(name), chance.get(CONDITIONS[name].env_id)

@@ -168,6 +168,10 @@ def test_report_and_summary(smoke):
     chance = nano.chance_level(root / "eval_untrained" / "samples.jsonl")
     assert 25.0 <= chance <= 50.0
     assert f"SynthSpatial-v0 {chance:.1f} %" in report
+    # the image-dependence check ran: the random student's outputs move with the image
+    untrained = _done(root, "eval_untrained")["result"]["image_dependence"]
+    assert untrained is not None and untrained > 0.0
+    assert _done(root, "eval_sft_multi_turn")["result"].get("image_dependence") is None
     for png in ("accuracy.png", "sft_loss.png"):
         assert (root / png).stat().st_size > 1000
         assert f"]({png})" in report
