@@ -66,6 +66,8 @@ class Args:
     peak_tflops: float = 989.0
     seed: int = 0
     out: Path | None = None
+    plain_from: Path | None = None
+    """(internal) run only the plain side on the examples saved in this file, print its row."""
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -210,7 +212,13 @@ def run_ours(args: Args, mode: str, tmp: Path) -> tuple[dict, Any]:
         "peak_mem_gib": _peak_gib(),
     }
     examples = captured["examples"]
-    micro = trainer._micro_batches
+    m = cfg.micro_batch
+
+    def micro(xs: list) -> list:  # the trainer's micro-batching, without holding the trainer
+        return [xs[i : i + m] for i in range(0, len(xs), m)]
+
+    trainer.update = update  # drop the closure's reference to the trainer
+    captured.clear()
     trainer.close()
     del trainer
     _free()
@@ -336,17 +344,60 @@ def environment() -> dict[str, str]:
     }
 
 
+def _plain_in_child(args: Args, mode: str, examples: list, cfg: Any, tmp: Path) -> dict:
+    """The plain side in its own process (a fresh GPU: our trainer's memory cannot linger)."""
+    import subprocess
+    import sys
+
+    import torch
+
+    path = tmp / f"examples-{mode}.pt"
+    torch.save(
+        {"examples": [vars(e) for e in examples], "mini_batch": cfg.mini_batch,
+         "max_grad_norm": cfg.max_grad_norm, "mode": mode},
+        path,
+    )  # fmt: skip
+    cmd = [sys.executable, "-m", "benchmarks.perf.grpo", "--plain-from", str(path),
+           "--steps", str(args.steps), "--warmup", str(args.warmup),
+           "--micro-batch", str(args.micro_batch), "--seed", str(args.seed)]  # fmt: skip
+    if args.tiny:
+        cmd.append("--tiny")
+    if not args.gradient_checkpointing:
+        cmd.append("--no-gradient-checkpointing")
+    out = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise RuntimeError(f"plain side failed:\n{out.stderr[-4000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def _plain_main(args: Args) -> None:
+    import torch
+
+    from vigorl_agents.train.grpo import Example
+
+    saved = torch.load(args.plain_from, weights_only=False)  # our own file, just written
+    examples = [Example(**e) for e in saved["examples"]]
+    m = args.micro_batch
+
+    def micro(xs: list) -> list:
+        return [xs[i : i + m] for i in range(0, len(xs), m)]
+
+    cfg = type("Cfg", (), {"mini_batch": saved["mini_batch"],
+                           "max_grad_norm": saved["max_grad_norm"]})  # fmt: skip
+    row = run_plain(args, saved["mode"], examples, micro, cfg)
+    print(json.dumps(row))
+
+
 def main(args: Args) -> dict:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
     env = environment()
     rows = []
     with tempfile.TemporaryDirectory() as d:
         for mode in args.modes:
-            ours, (examples, micro, cfg) = run_ours(args, mode, Path(d))
+            ours, (examples, _micro, cfg) = run_ours(args, mode, Path(d))
             rows.append(ours)
             if args.plain:
-                rows.append(run_plain(args, mode, examples, micro, cfg))
-                _free()
+                rows.append(_plain_in_child(args, mode, examples, cfg, Path(d)))
             del examples
             _free()
     table = render(rows, args, env)
@@ -360,4 +411,8 @@ def main(args: Args) -> dict:
 
 
 if __name__ == "__main__":
-    main(tyro.cli(Args))
+    _args = tyro.cli(Args)
+    if _args.plain_from is not None:
+        _plain_main(_args)
+    else:
+        main(_args)
