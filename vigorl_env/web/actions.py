@@ -1,6 +1,6 @@
 """Parsing one model turn into a web action (docs/web.md#actions).
 
-The grammar is the web-action answer of docs/protocol.md#answer-kinds: `click [id]`,
+The grammar is the web-action answer of docs/rewards.md#accuracy-by-answer-kind: `click [id]`,
 `type [id] [content]`, `scroll [down]` / `scroll [up]`, `go_back`, `stop [answer]`, inside the
 turn's first `<answer>` block. VisualWebArena's optional `[press_enter_after=0|1]` suffix of
 `type` is accepted (default 1: Enter is pressed after typing, as the system prompt says). The verb
