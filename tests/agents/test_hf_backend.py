@@ -165,6 +165,20 @@ def test_top_k_one_is_greedy(policy25):
     assert [c[0].token_ids for c in topk1] == [c[0].token_ids for c in greedy]
 
 
+def test_concurrent_calls_from_a_new_event_loop_each_time(policy25):
+    """GRPO drives the policy with one `asyncio.run` per RL step and multi-turn episodes contend
+    for it: the second loop must not meet a lock bound to the first (it raised RuntimeError)."""
+    convs = _conversations()
+
+    async def contended():
+        params = GREEDY.with_(max_tokens=2)
+        return await asyncio.gather(*(policy25.generate([c], params) for c in convs))
+
+    first = asyncio.run(contended())
+    second = asyncio.run(contended())
+    assert [r[0][0].token_ids for r in first] == [r[0][0].token_ids for r in second]
+
+
 def test_logit_bias_bans_a_token_and_logprobs_stay_the_models(policy25):
     """−100 on the greedy first token: it is never chosen (greedy or sampled), and the reported
     logprob of what was chosen is the unbiased model's (what the trainer recomputes)."""

@@ -324,7 +324,8 @@ class HFPolicy:
             pad = self.tokenizer.pad_token_id
         self.pad_id = int(pad if pad is not None else self.eos_ids[0])
         self._stop_criteria: dict[tuple[str, ...], Any] = {}
-        self._lock = asyncio.Lock()
+        self._lock: asyncio.Lock | None = None  # one per event loop: `_async_lock`
+        self._lock_loop: asyncio.AbstractEventLoop | None = None
         self._thread_lock = threading.Lock()  # also guards direct `generate_sync` callers
         self._closed = False
 
@@ -357,18 +358,28 @@ class HFPolicy:
         per_conv = params_per_conversation(params, len(conversations))
         if not conversations:
             return []
-        async with self._lock:
+        async with self._async_lock():
             return await asyncio.to_thread(self.generate_sync, conversations, per_conv)
 
     async def aclose(self) -> None:
         """Drop the model (its memory is freed when no one else holds it)."""
-        async with self._lock:
+        async with self._async_lock():
             self._closed = True
             self.model = None
             if self.device.type == "cuda":
                 import torch
 
                 torch.cuda.empty_cache()
+
+    def _async_lock(self) -> asyncio.Lock:
+        """The lock of the running event loop. An `asyncio.Lock` binds to the loop that first
+        waits on it, and a caller may drive the policy from a new loop each time (GRPO runs one
+        `asyncio.run` per RL step): the lock is made anew when the loop changes (the thread lock
+        in `generate_sync` still serializes the model across loops and threads)."""
+        loop = asyncio.get_running_loop()
+        if self._lock is None or self._lock_loop is not loop:
+            self._lock, self._lock_loop = asyncio.Lock(), loop
+        return self._lock
 
     async def __aenter__(self) -> HFPolicy:
         return self
