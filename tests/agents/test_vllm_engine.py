@@ -83,6 +83,7 @@ def _changed_fields(policy) -> list[str]:
         "seed": 11, "logprobs": True, "regex": "a+", "logit_bias": ((5, -100.0),),
     }  # fmt: skip
     assert set(changed) == {f.name for f in dataclasses.fields(SamplingParams)}
+
     def shown(params):  # vLLM's repr leaves out logit_bias
         sp = policy.sampling_params(params)
         return repr(sp), sp.logit_bias
