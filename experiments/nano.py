@@ -884,36 +884,9 @@ def build_tokenizer(texts: list[str], vocab_size: int):
     strings), with Qwen's special tokens and chat template: the student's sequences get short (a
     template phrase is a few tokens), and digits are split one per token so that every coordinate
     is spelled the same way (docs/nano.md#the-student)."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import PreTrainedTokenizerFast
+    from vigorl_agents.models.tiny import build_tokenizer as bpe_tokenizer
 
-    from vigorl_agents.models.tiny import CHAT_TEMPLATE, EOS_TOKEN, PAD_TOKEN, SPECIAL_TOKENS
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [
-            pre_tokenizers.Digits(individual_digits=True),
-            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-        ]
-    )
-    tok.decoder = decoders.ByteLevel()
-    trainer = trainers.BpeTrainer(
-        vocab_size=vocab_size,
-        special_tokens=list(SPECIAL_TOKENS),
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        eos_token=EOS_TOKEN,
-        pad_token=PAD_TOKEN,
-        bos_token=None,
-        unk_token=None,
-        model_max_length=32768,
-        chat_template=CHAT_TEMPLATE,
-        clean_up_tokenization_spaces=False,
-    )
+    return bpe_tokenizer(texts, vocab_size, split_digits=True)
 
 
 def tokenizer_corpus(chain_files: list[Path]) -> list[str]:

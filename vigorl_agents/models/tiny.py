@@ -29,6 +29,7 @@ import logging
 import random
 import shutil
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Literal
 
@@ -163,21 +164,33 @@ def _corpus(n_lines: int = 400) -> list[str]:
     return lines
 
 
-def build_tokenizer():
-    """Byte-level BPE trained on `_corpus()`, wrapped as a transformers fast tokenizer."""
+def build_tokenizer(
+    texts: Iterable[str] | None = None,
+    vocab_size: int = BPE_VOCAB_SIZE,
+    *,
+    split_digits: bool = False,
+):
+    """Byte-level BPE trained on `texts` (default `_corpus()`) with Qwen's special tokens and chat
+    template, wrapped as a transformers fast tokenizer. `split_digits`: digits are split one per
+    token before BPE (every number is spelled the same way; the nano student uses it)."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    tok.pre_tokenizer = (
+        pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), byte_level])
+        if split_digits
+        else byte_level
+    )
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
+        vocab_size=vocab_size,
         special_tokens=list(SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         show_progress=False,
     )
-    tok.train_from_iterator(_corpus(), trainer=trainer)
+    tok.train_from_iterator(_corpus() if texts is None else texts, trainer=trainer)
     return PreTrainedTokenizerFast(
         tokenizer_object=tok,
         eos_token=EOS_TOKEN,

@@ -22,22 +22,12 @@ from typing import Any
 from PIL import Image, ImageDraw
 
 from vigorl_env.data.synth.common import font
+from vigorl_env.data.synth.webaction_rules import SOM_COLORS as WEBACTION_SOM_COLORS
 
 SOM_ATTR = "data-vigorl-som"
 MAX_TEXT = 80
 """Element texts longer than this are cut (with an ellipsis) in the listing."""
-SOM_COLORS: tuple[tuple[int, int, int], ...] = (
-    (31, 119, 180),
-    (255, 127, 14),
-    (44, 160, 44),
-    (214, 39, 40),
-    (148, 103, 189),
-    (140, 86, 75),
-    (227, 119, 194),
-    (127, 127, 127),
-    (188, 189, 34),
-    (23, 190, 207),
-)
+SOM_COLORS = WEBACTION_SOM_COLORS  # one palette for the drawn and the live web pages
 """matplotlib's tab10 (VisualWebArena's mark colours); mark k gets colour (k - 1) mod 10."""
 
 # Runs in the page: (clip [x, y, w, h] in CSS px, max text) -> list of marks (CSS px boxes).
