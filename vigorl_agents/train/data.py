@@ -501,34 +501,43 @@ def tokenize_record(
     )
 
 
-def preflight(example: TokenizedExample, *, max_len: int | None = None) -> None:
-    """Raise `PreflightError` (naming the example id and the counts) unless the example's vision
-    tokens match its image features: `<|image_pad|>` count = Σ t·h·w / merge², vision start/end
-    counts = number of grid rows, mm_token_type_ids marks exactly the pads, no vision token is
-    supervised, labels align with input_ids, and the length is within `max_len`."""
-    vt = example.vision
-    ids = example.input_ids
+def vision_token_problems(ids: Any, grid: Any, vt: VisionTokenIds, trained: Any) -> list[str]:
+    """What is wrong with the vision tokens of one sequence (empty: nothing), the check SFT and
+    GRPO both run before a pass: `<|image_pad|>` count = Σ t·h·w / merge² of `grid` (rows of
+    image_grid_thw, or None), vision start/end counts = number of images, and no vision token
+    is trained (`trained`: bool per position, or None to skip that rule)."""
     n_pad = int((ids == vt.image_pad).sum())
     n_start = int((ids == vt.vision_start).sum())
     n_end = int((ids == vt.vision_end).sum())
-    grid = example.image_grid_thw
     n_img = 0 if grid is None else int(grid.shape[0])
     expected = 0 if grid is None else int(grid.prod(-1).sum()) // vt.merge_size**2
     problems = []
     if n_pad != expected:
-        problems.append(
-            f"{n_pad} <|image_pad|> tokens but the image grids give {expected} features"
-        )
+        problems.append(f"{n_pad} <|image_pad|> tokens, image grids give {expected} features")
     if not n_start == n_end == n_img:
-        problems.append(f"{n_start} vision_start / {n_end} vision_end tokens for {n_img} image(s)")
-    if example.labels.shape != ids.shape or example.mm_token_type_ids.shape != ids.shape:
-        problems.append("labels / mm_token_type_ids length differs from input_ids")
-    else:
+        problems.append(f"{n_start} vision_start / {n_end} vision_end for {n_img} image(s)")
+    if trained is not None:
         vision = (ids == vt.image_pad) | (ids == vt.vision_start) | (ids == vt.vision_end)
-        if bool((example.labels[vision] != IGNORE_INDEX).any()):
-            problems.append("a vision token is supervised")
-        if not bool(((ids == vt.image_pad).long() == example.mm_token_type_ids).all()):
-            problems.append("mm_token_type_ids do not mark exactly the image pads")
+        if bool((trained & vision).any()):
+            problems.append("a vision token is trained")
+    return problems
+
+
+def preflight(example: TokenizedExample, *, max_len: int | None = None) -> None:
+    """Raise `PreflightError` (naming the example id and the counts) unless the example's vision
+    tokens match its image features (`vision_token_problems`), mm_token_type_ids marks exactly
+    the pads, labels align with input_ids, and the length is within `max_len`."""
+    vt = example.vision
+    ids = example.input_ids
+    grid = example.image_grid_thw
+    aligned = example.labels.shape == ids.shape and example.mm_token_type_ids.shape == ids.shape
+    problems = vision_token_problems(
+        ids, grid, vt, (example.labels != IGNORE_INDEX) if aligned else None
+    )
+    if not aligned:
+        problems.append("labels / mm_token_type_ids length differs from input_ids")
+    elif not bool(((ids == vt.image_pad).long() == example.mm_token_type_ids).all()):
+        problems.append("mm_token_type_ids do not mark exactly the image pads")
     n_patches = None if grid is None else int(grid.prod(-1).sum())
     if example.pixel_values is not None and int(example.pixel_values.shape[0]) != n_patches:
         problems.append(

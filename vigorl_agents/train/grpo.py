@@ -519,7 +519,11 @@ class GRPOTrainer:
         equal the images, length within max prompt + max response, nothing of a vision token or
         an inserted segment is trained. Raises `PreflightError` naming the trajectory (or, with
         `preflight="drop"`, masks it and counts)."""
-        from vigorl_agents.train.data import PreflightError, vision_token_ids
+        from vigorl_agents.train.data import (
+            PreflightError,
+            vision_token_ids,
+            vision_token_problems,
+        )
 
         vt = vision_token_ids(self.processor)
         max_len = self.cfg.max_prompt_tokens + self.cfg.max_response_tokens
@@ -527,23 +531,9 @@ class GRPOTrainer:
             if ex.preflight_dropped:  # masked (and counted) by an earlier pass of this step
                 continue
             ids = ex.input_ids
-            problems = []
-            n_pad = int((ids == vt.image_pad).sum())
-            grid = ex.image_grid_thw
-            expected = int(grid.prod(-1).sum()) // vt.merge_size**2
-            if n_pad != expected:
-                problems.append(f"{n_pad} <|image_pad|> tokens, image grids give {expected}")
-            n_start = int((ids == vt.vision_start).sum())
-            n_end = int((ids == vt.vision_end).sum())
-            if not n_start == n_end == int(grid.shape[0]):
-                problems.append(
-                    f"{n_start} vision_start / {n_end} vision_end for {grid.shape[0]} image(s)"
-                )
+            problems = vision_token_problems(ids, ex.image_grid_thw, vt, ex.target_mask)
             if len(ids) > max_len and not ex.masked:  # a masked one is never forwarded
                 problems.append(f"length {len(ids)} > {max_len}")
-            vision = (ids == vt.image_pad) | (ids == vt.vision_start) | (ids == vt.vision_end)
-            if bool((ex.target_mask & vision).any()):
-                problems.append("a vision token is trained")
             if int(ex.target_mask.sum()) != ex.rollout_logp.numel() and not ex.masked:
                 problems.append("mask length differs from the response's sampled tokens")
             if problems:
