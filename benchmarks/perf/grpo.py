@@ -29,7 +29,6 @@ CPU smoke run (tiny model; seconds): `python -m benchmarks.perf.grpo --tiny --st
 
 from __future__ import annotations
 
-import gc
 import json
 import logging
 import statistics
@@ -42,6 +41,7 @@ from typing import Any
 import tyro
 
 from benchmarks.machine import machine_name
+from benchmarks.perf.train import _config, _free, _peak_gib, _sync
 from benchmarks.report import write_results
 
 log = logging.getLogger("benchmarks.perf.grpo")
@@ -71,38 +71,10 @@ class Args:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-def _sync() -> None:
+def _device() -> str:
     import torch
 
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
-def _free() -> None:
-    import torch
-
-    gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats()
-
-
-def _peak_gib() -> float | None:
-    import torch
-
-    return (
-        round(torch.cuda.max_memory_allocated() / 2**30, 1) if torch.cuda.is_available() else None
-    )
-
-
-def _config(tiny: bool) -> Any:
-    from transformers import AutoConfig
-
-    from benchmarks.perf.hf_generate import qwen25_vl_3b_shape
-    from vigorl_agents.models.load import tiny_model_dir
-
-    cfg = AutoConfig.from_pretrained(tiny_model_dir("tiny-qwen2.5-vl"))
-    return cfg if tiny else qwen25_vl_3b_shape(cfg)
+    return "cuda" if torch.cuda.is_available() else "cpu"
 
 
 def _patched_loader(args: Args):
@@ -118,7 +90,7 @@ def _patched_loader(args: Args):
         torch.manual_seed(args.seed)
         with torch.device(device):
             model = AutoModelForImageTextToText.from_config(
-                _config(args.tiny),
+                _config(args),
                 dtype=torch.bfloat16 if bf16 else torch.float32,
                 attn_implementation="sdpa",
             )
@@ -186,9 +158,9 @@ def run_ours(args: Args, mode: str, tmp: Path) -> tuple[dict, Any]:
 
     trainer.update = capture
     for i in range(args.warmup + args.steps):
-        _sync()
+        _sync(_device())
         rec = trainer.rl_step()
-        _sync()
+        _sync(_device())
         log.info(
             "%s step %d: %s", mode, i, {k: rec[k] for k in ("rollout_s", "update_s", "step_s")}
         )
@@ -209,7 +181,7 @@ def run_ours(args: Args, mode: str, tmp: Path) -> tuple[dict, Any]:
         "trainable": n_train,
         "optimizer_steps": recs[-1]["optimizer_steps"],
         "trajectories": recs[-1]["trajectories"],
-        "peak_mem_gib": _peak_gib(),
+        "peak_mem_gib": _peak_gib(_device()),
     }
     examples = captured["examples"]
     m = cfg.micro_batch
@@ -221,7 +193,7 @@ def run_ours(args: Args, mode: str, tmp: Path) -> tuple[dict, Any]:
     captured.clear()
     trainer.close()
     del trainer
-    _free()
+    _free(_device())
     return row, (examples, micro, cfg)
 
 
@@ -237,7 +209,7 @@ def run_plain(args: Args, mode: str, examples: list, micro_fn: Any, cfg: Any) ->
     torch.manual_seed(args.seed)
     with torch.device(device):
         model = AutoModelForImageTextToText.from_config(
-            _config(args.tiny),
+            _config(args),
             dtype=torch.bfloat16 if device == "cuda" else torch.float32,
             attn_implementation="sdpa",
         )
@@ -277,10 +249,10 @@ def run_plain(args: Args, mode: str, examples: list, micro_fn: Any, cfg: Any) ->
 
     times, tokens = [], 0
     for i in range(args.warmup + args.steps):
-        _sync()
+        _sync(_device())
         t = time.perf_counter()
         tokens = update()
-        _sync()
+        _sync(_device())
         if i >= args.warmup:
             times.append(time.perf_counter() - t)
     dt = statistics.median(times)
@@ -290,7 +262,7 @@ def run_plain(args: Args, mode: str, examples: list, micro_fn: Any, cfg: Any) ->
         "update_s": dt,
         "update_tokens_per_s": tokens / dt,
         "params": sum(p.numel() for p in model.parameters()),
-        "peak_mem_gib": _peak_gib(),
+        "peak_mem_gib": _peak_gib(_device()),
     }
     return row
 
@@ -399,7 +371,7 @@ def main(args: Args) -> dict:
             if args.plain:
                 rows.append(_plain_in_child(args, mode, examples, cfg, Path(d)))
             del examples
-            _free()
+            _free(_device())
     table = render(rows, args, env)
     print(table)
     result = {"env": env, "rows": rows, "args": json.loads(json.dumps(vars(args), default=str))}
