@@ -50,7 +50,7 @@ import importlib
 import json
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -74,6 +74,17 @@ CROP_CACHE_SIZE = 32
 MAX_ACTION_CHARS = 100_000
 """Longest action (after canonicalization) the env reads; longer ones are cut to it and flagged
 with `info["action_truncated"]` (docs/envs.md#step)."""
+
+
+def join_transcript(actions: Sequence[str], observations: Sequence[str]) -> str:
+    """The scored text of an episode: its actions joined by newlines with the observation text
+    that followed each one between them (every env's `transcript`, docs/envs.md#step)."""
+    parts: list[str] = []
+    for i, action in enumerate(actions):
+        if i:
+            parts.append(observations[i - 1])
+        parts.append(action)
+    return "\n".join(parts)
 
 
 @dataclass(frozen=True)
@@ -506,12 +517,7 @@ class GroundedReasoningEnv(gym.Env[dict, str]):
         or an outside `finalize`) is not part of it.
         """
         ep = self._require_episode()
-        parts: list[str] = []
-        for i, action in enumerate(ep.actions):
-            if i:
-                parts.append(ep.observations[i - 1])
-            parts.append(action)
-        return "\n".join(parts)
+        return join_transcript(ep.actions, ep.observations)
 
     def finalize(self, reason: str = "overlong") -> tuple[float, dict[str, Any]]:
         """End a running episode from outside (e.g. token budget, docs/envs.md#step), truncated semantics."""

@@ -64,7 +64,7 @@ from gymnasium.error import ResetNeeded
 from PIL import Image
 
 from vigorl_env import protocol
-from vigorl_env.env import MAX_ACTION_CHARS, EnvState
+from vigorl_env.env import MAX_ACTION_CHARS, EnvState, join_transcript
 from vigorl_env.geometry import Frame
 from vigorl_env.metrics import grounding_precision
 from vigorl_env.rewards import ANSWER_EXTRACTIONS, DEFAULT_WEIGHTS, VARIANTS
@@ -605,12 +605,7 @@ class MiniWoBEnv(gym.Env[dict, str]):
     def transcript(self) -> str:
         """Actions joined with the observation texts between them (as every env's transcript)."""
         ep = self._require_episode()
-        parts: list[str] = []
-        for i, action in enumerate(ep.actions):
-            if i:
-                parts.append(ep.observations[i - 1])
-            parts.append(action)
-        return "\n".join(parts)
+        return join_transcript(ep.actions, ep.observations)
 
     def finalize(self, reason: str = "overlong") -> tuple[float, dict[str, Any]]:
         """End a running episode from outside (e.g. a token budget), truncated semantics."""
