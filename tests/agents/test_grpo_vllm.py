@@ -9,16 +9,13 @@ recomputed ones — and that a trainer change the engine was not told about show
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+from vllm_fixtures import run_vllm_child
 
-REPO = Path(__file__).resolve().parents[2]
 TOOL = (
     r'<think> [a-z]{2,6} \([1-9][0-9], [1-9][0-9]\) </think>\n<tool_call>\n\{"name": '
     r'"search_coordinate", "arguments": \{"coordinate": \[[1-9][0-9], [1-9][0-9]\]\}\}\n</tool_call>'
@@ -94,28 +91,13 @@ def _child_multi(model_dir: str, out_dir: str) -> dict:
     return {"recs": recs, "synced": synced, "stale": stale, "resynced": resynced}
 
 
-def _run_child(args: list[str], tmp: Path, timeout: int = 900) -> subprocess.CompletedProcess:
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip("vllm is not installed (docs/backends.md#vllm-on-cpu)")
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    proc = subprocess.run(
-        [sys.executable, *args], capture_output=True, text=True, env=env, cwd=tmp, timeout=timeout
-    )
-    if "ModuleNotFoundError: No module named 'vllm" in proc.stderr:
-        pytest.skip(f"the vllm install is incomplete: {proc.stderr[-2000:]}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
-    return proc
-
-
 @pytest.fixture(scope="module")
 def multi(tiny_qwen25_dir, tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("grpo_vllm")
     out = tmp / "result.json"
-    _run_child([__file__, str(tiny_qwen25_dir), str(tmp / "run"), str(out)], tmp)
+    run_vllm_child(
+        [__file__, str(tiny_qwen25_dir), str(tmp / "run"), str(out)], cwd=tmp, timeout=900
+    )
     return json.loads(out.read_text())
 
 
@@ -137,11 +119,11 @@ def test_engine_logprobs_equal_the_trainers_only_after_a_sync(multi):
 
 
 def test_debug_single_preset_through_the_cli_with_the_engine(tmp_path):
-    _run_child(
+    run_vllm_child(
         ["-m", "experiments.grpo", "debug-single", "--grpo.rollout-backend", "vllm-engine",
          "--grpo.steps", "1", "--grpo.val-samples", "2", "--grpo.output-dir",
          str(tmp_path / "run")],
-        REPO,
+        timeout=900,
     )  # fmt: skip
     recs = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").open()]
     train = [r for r in recs if r.get("split") != "val"]

