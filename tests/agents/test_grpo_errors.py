@@ -18,6 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 pytest.importorskip("transformers")
 
+from test_grpo import _cfg as grpo_cfg  # noqa: E402
+
 from vigorl_agents.train.data import PreflightError, vision_token_ids  # noqa: E402
 from vigorl_agents.train.grpo import Example, GRPOConfig, GRPOTrainer  # noqa: E402
 
@@ -25,30 +27,9 @@ TINY_PIXELS = 64 * 28 * 28
 
 
 def _cfg(tmp_path: Path, tiny_dir: Path, **kw) -> GRPOConfig:
-    base = dict(
-        model=str(tiny_dir),
-        output_dir=str(tmp_path / "run"),
-        env_id="ViGoRL/SynthSpatial-v0",
-        env_kwargs={"max_pixels": TINY_PIXELS, "size": 1},
-        device="cpu",
-        lr=1e-4,
-        warmup_ratio=0.0,
-        steps=2,
-        prompts_per_step=1,
-        group_size=4,
-        mini_batch=4,
-        micro_batch=4,
-        max_prompt_tokens=1024,
-        max_response_tokens=6,
-        mask_overlong=False,
-        kl_coef=0.0,
-        val_split=None,
-        save_every=100,
-        save_final=False,
-        seed=0,
-    )
-    base.update(kw)
-    return GRPOConfig(**base)
+    """test_grpo's configuration (one sample, tiny model, CPU), smaller: 4 samples of 6 tokens."""
+    base = dict(steps=2, group_size=4, mini_batch=4, micro_batch=4, max_response_tokens=6)
+    return grpo_cfg(tmp_path, tiny_dir, **{**base, **kw})
 
 
 class Recording(GRPOTrainer):
