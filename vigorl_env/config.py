@@ -54,6 +54,8 @@ class EnvConfig:
     prompt_newlines: str
     dataset_seed: int | None
     size: int | None
+    scene: dict[str, Any] | None = None
+    """Procedural generator parameters (docs/envs.md#scene-parameters), resolved; None: defaults."""
 
     @property
     def spec(self) -> BenchmarkSpec:
@@ -69,7 +71,10 @@ class EnvConfig:
         Resolved rather than as-passed, so an env made with a default spelled out matches one made
         without it.
         """
-        blob = json.dumps(asdict(self), sort_keys=True, separators=(",", ":"), ensure_ascii=True)
+        d = asdict(self)
+        if d["scene"] is None:  # the defaults: fingerprints of configs made before scene= existed
+            del d["scene"]
+        blob = json.dumps(d, sort_keys=True, separators=(",", ":"), ensure_ascii=True)
         return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
@@ -102,6 +107,7 @@ def build_config(
     prompt_newlines: str = "normalized",
     dataset_seed: int | None = None,
     size: int | None = None,
+    scene: dict[str, Any] | None = None,
 ) -> EnvConfig:
     """Fill defaults from the benchmark (docs/geometry.md#defaults-per-benchmark) and reject invalid values with `ValueError`."""
     if benchmark not in BENCHMARKS:
@@ -163,8 +169,11 @@ def build_config(
         if size is not None and int(size) < 1:
             raise ValueError(f"size must be >= 1 or None, got {size}")
         size = None if size is None else int(size)
-    elif dataset_seed is not None or size is not None:
-        raise ValueError(f"dataset_seed= and size= apply to procedural envs only, not {benchmark}")
+        scene = _resolve_scene(spec, scene)
+    elif dataset_seed is not None or size is not None or scene is not None:
+        raise ValueError(
+            f"dataset_seed=, size= and scene= apply to procedural envs only, not {benchmark}"
+        )
 
     if system_prompt is not None and not isinstance(system_prompt, str):
         raise ValueError("system_prompt must be a string")
@@ -191,7 +200,25 @@ def build_config(
         prompt_newlines=prompt_newlines,
         dataset_seed=dataset_seed,
         size=size,
+        scene=scene,
     )
+
+
+def _resolve_scene(spec: Any, scene: Any) -> dict[str, Any] | None:
+    """`scene=` checked against the generator's parameters and resolved (lists, sorted keys);
+    None when it leaves every parameter at its default (so the fingerprint is the default's)."""
+    if scene is None:
+        return None
+    import importlib
+
+    from vigorl_env.data.synth.common import resolve_scene
+
+    module, cls = spec.source.split(":")
+    gen = getattr(importlib.import_module(module), cls)
+    resolved = resolve_scene(gen, scene)
+    if resolved == gen.SCENE:
+        return None
+    return {k: list(v) for k, v in sorted(resolved.items())}
 
 
 def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:

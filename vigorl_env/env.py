@@ -202,8 +202,12 @@ def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = 
     if spec.procedural:
         module, cls = spec.source.split(":")
         factory = getattr(importlib.import_module(module), cls)
+        extra = {} if config.scene is None else {"scene": config.scene}
         return factory(
-            split=config.split or "train", dataset_seed=config.dataset_seed, size=config.size
+            split=config.split or "train",
+            dataset_seed=config.dataset_seed,
+            size=config.size,
+            **extra,
         )
     from vigorl_env.data.upstream import load_benchmark
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -84,14 +85,14 @@ def _jitter(rng: np.random.Generator, rgb: tuple[int, int, int], amp: int) -> tu
 
 
 def _background(
-    rng: np.random.Generator, w: int, h: int
+    rng: np.random.Generator, w: int, h: int, n_blobs: tuple[int, int] = N_BLOBS
 ) -> tuple[tuple[tuple[int, ...], ...], tuple[Blob, ...]]:
     theme = _THEMES[int(rng.integers(len(_THEMES)))]
     gw, gh = int(rng.integers(3, 7)), int(rng.integers(2, 6))
     grid = tuple(tuple(c for _ in range(gw) for c in _jitter(rng, theme, 38)) for _ in range(gh))
     blobs = []
     short = min(w, h)
-    for _ in range(int(rng.integers(N_BLOBS[0], N_BLOBS[1] + 1))):
+    for _ in range(int(rng.integers(n_blobs[0], n_blobs[1] + 1))):
         cx, cy = int(rng.integers(0, w)), int(rng.integers(0, h))
         rx = int(rng.integers(short * 8 // 100, short * 30 // 100))
         ry = int(rng.integers(short * 8 // 100, short * 30 // 100))
@@ -199,21 +200,43 @@ class SynthSearch(SynthDataset):
     """V*-like search for small shapes on a large cluttered canvas (option_text answers)."""
 
     name = "SynthSearch"
+    SCENE: ClassVar[dict[str, tuple]] = {
+        "width": W_RANGE,
+        "height": H_RANGE,
+        "n_shapes": N_SHAPES,
+        "side": SIDE,
+        "target_side": TARGET_SIDE,
+        "n_blobs": N_BLOBS,
+        "families": FAMILIES,
+    }
+    """Canvas size, shapes per canvas (targets included), distractor and target sides (px),
+    background blobs, question families: a smaller canvas with fewer, relatively larger shapes is
+    the nano scale of docs/nano.md."""
+    SCENE_BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {
+        "width": (200, 8000),
+        "height": (200, 8000),
+        "n_shapes": (2, 200),
+        "side": (8, 200),
+        "target_side": (8, 200),
+        "n_blobs": (0, 40),
+    }
 
     def _generate(self, rng: np.random.Generator, sample_id: str, index: int) -> Sample:
-        w = int(rng.integers(W_RANGE[0], W_RANGE[1] + 1))
-        h = int(rng.integers(H_RANGE[0], H_RANGE[1] + 1))
-        grid, blobs = _background(rng, w, h)
-        family = FAMILIES[int(rng.integers(len(FAMILIES)))]
-        n = int(rng.integers(N_SHAPES[0], N_SHAPES[1] + 1))
+        sc = self.scene
+        w = int(rng.integers(sc["width"][0], sc["width"][1] + 1))
+        h = int(rng.integers(sc["height"][0], sc["height"][1] + 1))
+        grid, blobs = _background(rng, w, h, sc["n_blobs"])
+        family = sc["families"][int(rng.integers(len(sc["families"])))]
+        n = int(rng.integers(sc["n_shapes"][0], sc["n_shapes"][1] + 1))
         if family == "attribute":
             specs, q = _attribute(rng, n)
             n_targets = 1
         else:
             specs, q = _relative(rng, n)
             n_targets = 2
-        while True:  # retry with fresh draws until everything fits (in practice: first try)
-            sides = _sides(rng, n_targets, *TARGET_SIDE) + _sides(rng, n - n_targets, *SIDE)
+        for _try in range(1000):  # fresh draws until everything fits (in practice: first try)
+            sides = _sides(rng, n_targets, *sc["target_side"])
+            sides += _sides(rng, n - n_targets, *sc["side"])
             pos = self._place_targets(rng, w, h, sides, family)
             if pos is None:
                 continue
@@ -222,6 +245,11 @@ class SynthSearch(SynthDataset):
             if rest is not None:
                 pos = pos + rest
                 break
+        else:  # only a scene= that asks for more shapes than the canvas holds gets here
+            raise ValueError(
+                f"{sample_id}: {n} shapes of sides {sc['side']} do not fit a {w}×{h} canvas; "
+                "lower scene n_shapes or side, or raise width/height"
+            )
         shapes = tuple((k, c, x, y, s) for (k, c), (x, y), s in zip(specs, pos, sides, strict=True))
         scene = SearchScene(w, h, grid, blobs, shapes, int(rng.integers(0, 2**63 - 1)))
         objects = tuple(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFilter
@@ -243,22 +244,35 @@ class SynthSpatial(SynthDataset):
     """SAT/BLINK-like spatial relations among solids on a ground plane (option_text answers)."""
 
     name = "SynthSpatial"
+    SCENE: ClassVar[dict[str, tuple]] = {
+        "n_objects": N_OBJECTS,
+        "families": FAMILIES,
+        "min_dcx": (MIN_DCX, MIN_DCX),
+    }
+    """`n_objects`: solids per scene; `families`: question families drawn from; `min_dcx`: px
+    between the two box centres of a left/right question, drawn per sample from the range."""
+    SCENE_BOUNDS: ClassVar[dict[str, tuple[int, int]]] = {"n_objects": (2, 8), "min_dcx": (0, 400)}
 
     def _generate(self, rng: np.random.Generator, sample_id: str, index: int) -> Sample:
+        sc = self.scene
         k = int(rng.integers(WIDTH[0] // 4, WIDTH[1] // 4 + 1))
         w, h = 4 * k, 3 * k
         horizon = int(rng.integers(math.ceil(h * HORIZON[0]), math.floor(h * HORIZON[1]) + 1))
         focal = w * float(rng.uniform(0.20, 0.25))
         gain = float(h - 1 - _MARGIN - horizon)  # z = 1 stands on the bottom margin
-        family = FAMILIES[int(rng.integers(len(FAMILIES)))]
+        families, (n_lo, n_hi) = sc["families"], sc["n_objects"]
+        family = families[int(rng.integers(len(families)))]
+        min_dcx = sc["min_dcx"][0]
+        if sc["min_dcx"][1] != sc["min_dcx"][0]:  # drawn only when a range is asked for
+            min_dcx = int(rng.integers(sc["min_dcx"][0], sc["min_dcx"][1] + 1))
         attempt = 0
         while True:  # redraw until a layout fits and can pose the family (a few tries at most)
             attempt += 1
-            n = int(rng.integers(N_OBJECTS[0], N_OBJECTS[1] + 1)) if attempt < 40 else N_OBJECTS[0]
+            n = int(rng.integers(n_lo, n_hi + 1)) if attempt < 40 else n_lo
             solids = self._layout(rng, n, w, h, horizon, focal, gain)
             if solids is None:
                 continue
-            q = self._question(rng, family, solids)
+            q = self._question(rng, family, solids, min_dcx)
             if q is not None:
                 break
         text, options, answer, targets = q
@@ -331,7 +345,9 @@ class SynthSpatial(SynthDataset):
         return solids
 
     @staticmethod
-    def _question(rng: np.random.Generator, family: str, solids: tuple[Solid, ...]):
+    def _question(
+        rng: np.random.Generator, family: str, solids: tuple[Solid, ...], min_dcx: int = MIN_DCX
+    ):
         """(text, options, answer, target indices) or None when this layout can't pose `family`."""
         descs = [(s.color, s.kind) for s in solids]
         unique = [i for i, d in enumerate(descs) if descs.count(d) == 1]
@@ -356,7 +372,7 @@ class SynthSpatial(SynthDataset):
                 (i, j)
                 for i in unique
                 for j in unique
-                if i != j and abs(cxd(solids[i]) - cxd(solids[j])) >= 2 * MIN_DCX
+                if i != j and abs(cxd(solids[i]) - cxd(solids[j])) >= 2 * min_dcx
             ]
         else:
             pairs = [
