@@ -92,6 +92,21 @@ class Tasks:
     """The nano scale of the two tasks (docs/nano.md#tasks-at-the-nano-scale)."""
 
     dataset_seed: int = 0
+    spatial_objects: tuple[int, int] = (2, 3)
+    """SynthSpatial solids per scene (the envs' default is 3–6): few distractors."""
+    spatial_families: tuple[str, ...] = ("left_right", "closer")
+    """SynthSpatial question families (two-option questions: chance is 50 %)."""
+    spatial_min_dcx: int = 60
+    """Canvas px between the two box centres of a left/right question (default 40)."""
+    search_width: tuple[int, int] = (560, 700)
+    """SynthSearch canvas width range (default 1600–2600): a smaller canvas, so that a frame of
+    a few dozen visual tokens shrinks it ~2.5× (a target becomes ~5 px) and a crop enlarges it."""
+    search_height: tuple[int, int] = (420, 520)
+    search_shapes: tuple[int, int] = (4, 8)
+    """Shapes per canvas, targets included (default 25–60)."""
+    search_side: tuple[int, int] = (12, 20)
+    search_target_side: tuple[int, int] = (10, 14)
+    search_blobs: tuple[int, int] = (2, 5)
     spatial_pixels: int = 16 * PATCH_AREA
     """SynthSpatial model frame budget (max_pixels)."""
     search_pixels: int = 48 * PATCH_AREA
@@ -107,6 +122,23 @@ class Tasks:
     n_train_search: int = 96
     n_test: int = 80
     """Test samples per env (indices 0..n_test-1 of the env's test split)."""
+
+    def scene(self, env_id: str) -> dict[str, list]:
+        """The `scene=` make kwarg of the nano scale (docs/envs.md#scene-parameters)."""
+        if env_id == SPATIAL:
+            return {
+                "n_objects": list(self.spatial_objects),
+                "families": list(self.spatial_families),
+                "min_dcx": [self.spatial_min_dcx, self.spatial_min_dcx],
+            }
+        return {
+            "width": list(self.search_width),
+            "height": list(self.search_height),
+            "n_shapes": list(self.search_shapes),
+            "side": list(self.search_side),
+            "target_side": list(self.search_target_side),
+            "n_blobs": list(self.search_blobs),
+        }
 
     @property
     def single_turn_search_pixels(self) -> int:
@@ -221,6 +253,15 @@ class Args:
     """Stages to run again even when done (their outputs are deleted first)."""
     n_trajectories: int = 4
     """Test trajectories drawn in the report (half correct, half wrong where possible)."""
+    machine: str | None = None
+    """The machine named in the report and summary.json (default: the one the evaluations
+    recorded: CPU model and cores, plus the GPU when they ran on CUDA). For a report redrawn from
+    copied-back results of a run whose evaluations predate the GPU label."""
+    lanes: int = 1
+    """Processes that run the conditions side by side after the shared stages (data, search,
+    chains, student): each lane is one condition's SFT → evaluation → GRPO → evaluation
+    (docs/nano.md#lanes). A GPU holds several nano students at once and each lane prepares its
+    own batches, so 6 lanes finish the per-condition stages in about the time of the slowest."""
 
 
 def _crop_side(crop_size: int) -> int:
@@ -235,17 +276,17 @@ PRESETS: dict[str, tuple[str, Args]] = {
     ),
     "gpu": (
         "One GPU (H100), ≤ 20 minutes, resumable stage by stage: larger frames, more samples, "
-        "a larger student and longer SFT, so that effects are clear.",
+        "a larger student and longer SFT, the conditions in 6 lanes side by side.",
         Args(
             tasks=Tasks(
                 spatial_pixels=64 * PATCH_AREA,
-                search_pixels=192 * PATCH_AREA,
-                search_offset=24,
-                search_crop_size=112,
+                search_pixels=64 * PATCH_AREA,
+                search_offset=16,
+                search_crop_size=84,
                 max_images=3,
                 n_train_spatial=4000,
-                n_train_search=500,
-                n_test=300,
+                n_train_search=600,
+                n_test=400,
             ),
             student=Student(
                 hidden=256,
@@ -257,13 +298,13 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=128,
             ),
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
-            sft=SFT(epochs=2, lr=1e-3, batch=32),
+            sft=SFT(epochs=1, lr=1e-3, batch=32),
             grpo=GRPO(
-                steps=12,
+                steps=6,
                 prompts_per_step=16,
                 group_size=8,
-                micro_batch=32,
-                lr=5e-5,
+                micro_batch=64,
+                lr=1e-4,
                 max_response_tokens=256,
                 per_turn_tokens=128,
                 rollout_batch=128,
@@ -272,6 +313,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
             device="cuda",
             preset="gpu",
             publish=Path("benchmarks/results/nano"),
+            lanes=6,
         ),
     ),
     "smoke": (
@@ -350,7 +392,9 @@ def env_kwargs(tasks: Tasks, cond: Condition | None = None, frame: str | None = 
     kw: dict[str, Any] = {"dataset_seed": tasks.dataset_seed}
     if frame == "spatial":
         kw["max_pixels"] = tasks.spatial_pixels
+        kw["scene"] = tasks.scene(SPATIAL)
     else:
+        kw["scene"] = tasks.scene(SEARCH)
         kw.update(
             max_pixels=tasks.search_pixels
             if frame == "search"
@@ -1164,7 +1208,7 @@ def stage_eval(cond: Condition) -> Callable[[Args, Path, Pipeline], dict[str, An
         summary = asyncio.run(go())
         row = summary["rows"][0]
         recs = [r for r in load_records(out / "samples.jsonl") if "error" not in r]
-        result = {"condition": cond.name, **condition_metrics(row, recs)}
+        result = {"condition": cond.name, **condition_metrics(row, recs), "machine": _machine(args)}
         if cond.mode == "single_turn":
             result["image_dependence"] = image_dependence(
                 model_of(pipe, cond), cond, args, recs, n=args.eval.image_dependence_samples
@@ -1172,6 +1216,19 @@ def stage_eval(cond: Condition) -> Callable[[Args, Path, Pipeline], dict[str, An
         return result
 
     return run
+
+
+def _machine(args: Args) -> str:
+    """CPU model and cores, and the GPU when the stage ran on CUDA."""
+    from benchmarks.machine import machine_name
+
+    name = machine_name()
+    if args.device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            name = f"{torch.cuda.get_device_name()} + {name}"
+    return name
 
 
 def image_dependence(
@@ -1362,7 +1419,10 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
             if CONDITIONS[name].model_stage in GRPO_STAGES
             else ("untrained" if CONDITIONS[name].model_stage is None else "sft"),
         }
-    machine = machine_name()
+    # the machine the evaluations ran on (the report may be redrawn elsewhere, e.g. from a GPU
+    # run's results copied back to a laptop)
+    ran_on = sorted({m["machine"] for m in metrics.values() if m.get("machine")})
+    machine = args.machine or (" / ".join(ran_on) if ran_on else machine_name())
     summary = {
         "preset": args.preset,
         "machine": machine,
@@ -1644,6 +1704,40 @@ def default_stages(with_grpo: bool) -> list[str]:
     return [*names, "report"]
 
 
+SHARED_STAGES = ("data", "search", "chains", "student")
+
+
+def lanes_of(names: list[str]) -> list[list[str]]:
+    """The per-condition stages of `names` grouped into independent lanes, in order: one lane per
+    SFT condition (its SFT, its evaluation, the GRPO run that starts from it, that run's
+    evaluation) and one for the untrained student's evaluation."""
+    sft_cond = {c.model_stage: c.name for c in SFT_CONDITIONS}
+    lanes = []
+    for sft in SFT_STAGES:
+        lane = [sft, f"eval_{sft_cond[sft]}"]
+        for grpo, (cond, start) in GRPO_STAGES.items():
+            if start == sft:
+                lane += [grpo, f"eval_{cond}"]
+        lanes.append([n for n in lane if n in names])
+    lanes.append([n for n in names if n == "eval_untrained"])
+    return [lane for lane in lanes if lane]
+
+
+def _run_lane(args: Args, names: list[str], threads: int) -> dict[str, Any]:
+    """One lane in a worker process (spawned: no forked torch or threads)."""
+    import torch
+
+    logging.basicConfig(
+        level=logging.INFO, format=f"%(asctime)s %(levelname)s [{names[0]}] %(name)s: %(message)s"
+    )
+    for noisy in ("httpx", "transformers", "vigorl_agents.search.run"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+    torch.set_num_threads(threads)
+    pipe = Pipeline(args, _stages())
+    times = pipe.run(names)
+    return {"times": times, "failed": dict(pipe.failed)}
+
+
 def run(args: Args) -> dict[str, Any]:
     stages = _stages()
     pipe = Pipeline(args, stages)
@@ -1654,8 +1748,27 @@ def run(args: Args) -> dict[str, Any]:
     unknown = [n for n in names if n not in stages]
     if unknown:
         raise SystemExit(f"unknown stage(s) {unknown}; known: {list(stages)}")
-    times = pipe.run(names)
-    return {"times": times, "root": str(pipe.root), "failed": dict(pipe.failed)}
+    if args.lanes <= 1:
+        times = pipe.run(names)
+        return {"times": times, "root": str(pipe.root), "failed": dict(pipe.failed)}
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+
+    laned = {n for lane in lanes_of(names) for n in lane}
+    times = pipe.run([n for n in names if n in SHARED_STAGES])
+    failed = dict(pipe.failed)
+    lanes = [lane for lane in lanes_of(names) if not any(n in failed for n in lane)]
+    threads = max(1, (os.cpu_count() or 2) // min(args.lanes, len(lanes) or 1))
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=args.lanes, mp_context=ctx) as pool:
+        for res in pool.map(_run_lane, [args] * len(lanes), lanes, [threads] * len(lanes)):
+            times.update(res["times"])
+            failed.update(res["failed"])
+    rest = [n for n in names if n not in SHARED_STAGES and n not in laned]
+    times.update(pipe.run(rest))
+    failed.update(pipe.failed)
+    return {"times": times, "root": str(pipe.root), "failed": failed}
 
 
 def main() -> None:

@@ -256,3 +256,52 @@ def test_chains_do_not_depend_on_how_the_search_was_sharded(smoke, tmp_path):
         assert content(Path(res["root"]) / "chains" / f"{name}.jsonl") == content(
             root / "chains" / f"{name}.jsonl"
         )
+
+
+def test_lanes_run_every_condition_to_the_same_markers(smoke, tmp_path):
+    """Two lanes (worker processes) after the shared stages: every stage of the default list
+    finishes with the fingerprint of the one-process run, and the report reads them all."""
+    args, root, res = smoke
+    laned = nano.run(replace(args, out_root=tmp_path, lanes=2))
+    assert not laned["failed"]
+    assert set(laned["times"]) == set(res["times"])
+    lroot = Path(laned["root"])
+    for name in res["times"]:
+        if name != "report":
+            assert _done(lroot, name)["fingerprint"] == _done(root, name)["fingerprint"], name
+    summary = json.loads((lroot / "summary.json").read_text(encoding="utf-8"))
+    assert set(summary["conditions"]) == set(
+        json.loads((root / "summary.json").read_text(encoding="utf-8"))["conditions"]
+    )
+
+
+def test_lanes_group_each_condition_after_its_sft():
+    lanes = nano.lanes_of(nano.default_stages(with_grpo=True))
+    assert lanes[0] == ["sft_direct", "eval_sft_direct", "grpo_vanilla", "eval_vanilla_grpo"]
+    assert ["eval_untrained"] in lanes
+    flat = [n for lane in lanes for n in lane]
+    assert len(flat) == len(set(flat))
+    assert set(flat) | set(nano.SHARED_STAGES) | {"report"} == set(
+        nano.default_stages(with_grpo=True)
+    )
+
+
+def test_nano_scale_reaches_the_envs(smoke):
+    """The preset's scene (few solids, two-option families; a small SynthSearch canvas with few
+    shapes) is what the evaluated test samples hold."""
+    import gymnasium as gym
+
+    args, _, _ = smoke
+    t = args.tasks
+    env = gym.make(nano.SPATIAL, split="test", **nano.env_kwargs(t, frame="spatial")).unwrapped
+    for i in range(8):
+        env.reset(options={"index": i})
+        s = env._episode.sample
+        assert t.spatial_objects[0] <= len(s.objects) <= t.spatial_objects[1]
+        assert s.meta["family"] in t.spatial_families and len(s.options) == 2
+    env = gym.make(nano.SEARCH, split="test", **nano.env_kwargs(t, frame="search")).unwrapped
+    for i in range(4):
+        env.reset(options={"index": i})
+        s = env._episode.sample
+        assert t.search_shapes[0] <= len(s.objects) <= t.search_shapes[1]
+        assert t.search_width[0] <= s.image().width <= t.search_width[1]
