@@ -1553,6 +1553,48 @@ def _draw_trajectories(args: Args, pipe: Pipeline, cname: str, path: Path) -> Pa
     return save_figure(fig, path)
 
 
+def answer_breakdown(
+    args: Args, pipe: Pipeline, names: list[str]
+) -> dict[str, dict[str, dict[str, int]]]:
+    """Per condition and question family: how many test answers were correct, another option, or
+    no option at all (`{"correct", "other", "none"}` counts). Tells a student that picks the
+    wrong option from one that cannot even copy an option from the question."""
+    import gymnasium as gym
+
+    import vigorl_env  # noqa: F401
+    from vigorl_agents.eval import load_records
+    from vigorl_env.rewards import norm, strip_letter
+
+    samples: dict[tuple[str, str], Any] = {}  # (env id, frame) → dataset
+    out: dict[str, dict[str, dict[str, int]]] = {}
+    for name in names:
+        cond = CONDITIONS[name]
+        key = (cond.env_id, cond.frame)
+        if key not in samples:
+            env = gym.make(cond.env_id, split="test", **env_kwargs(args.tasks, frame=cond.frame))
+            samples[key] = env.unwrapped._dataset
+            env.close()
+        ds = samples[key]
+        fams: dict[str, dict[str, int]] = {}
+        for r in load_records(pipe.dir(f"eval_{name}") / "samples.jsonl"):
+            if "error" in r:
+                continue
+            sample = ds[int(r["index"])]
+            answer = norm(strip_letter(r.get("answer") or ""))
+            options = {norm(o) for o in sample.options or ()}
+            kind = (
+                "correct"
+                if float(r.get("exact") or 0) > 0
+                else ("other" if answer in options else "none")
+            )
+            c = fams.setdefault(sample.meta.get("family", "all"), dict.fromkeys(
+                ("correct", "other", "none"), 0
+            ))  # fmt: skip
+            c[kind] += 1
+        out[name] = fams
+    return out
+
+
 def _report_text(
     args: Args,
     pipe: Pipeline,
@@ -1612,6 +1654,25 @@ def _report_text(
     )
     for note in footer:
         lines += ["", note]
+    breakdown = answer_breakdown(args, pipe, list(metrics))
+    if breakdown:
+        lines += [
+            "",
+            "## Answers by question family",
+            "",
+            "Share of test answers (%) that are correct, another of the options, or no option at "
+            "all (an answer naming an object the question does not offer), per family.",
+            "",
+            "| condition | family | n | correct | another option | not an option |",
+            "|---|---|---|---|---|---|",
+        ]
+        for name, fams in breakdown.items():
+            for fam, c in sorted(fams.items()):
+                n = sum(c.values())
+                lines.append(
+                    f"| {name} | {fam} | {n} | {100 * c['correct'] / n:.0f} | "
+                    f"{100 * c['other'] / n:.0f} | {100 * c['none'] / n:.0f} |"
+                )
     lines += ["", "## Claims", ""]
 
     def above_chance(name: str) -> str:
