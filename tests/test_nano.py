@@ -164,9 +164,9 @@ def test_report_and_summary(smoke):
     assert conds["untrained"]["model"] == "untrained" and conds["sft_direct"]["model"] == "sft"
     report = (root / "report.md").read_text(encoding="utf-8")
     assert "| sft_grounded |" in report and "## Claims" in report
-    # the chance level of the evaluated samples: SynthSpatial has 2- and 4-option questions
+    # the chance level of the evaluated samples: the nano SynthSpatial families have 2 options
     chance = nano.chance_level(root / "eval_untrained" / "samples.jsonl")
-    assert 25.0 <= chance <= 50.0
+    assert chance == pytest.approx(50.0)
     assert f"SynthSpatial-v0 {chance:.1f} %" in report
     # the image-dependence check ran: the random student's outputs move with the image
     untrained = _done(root, "eval_untrained")["result"]["image_dependence"]
@@ -175,6 +175,27 @@ def test_report_and_summary(smoke):
     for png in ("accuracy.png", "sft_loss.png"):
         assert (root / png).stat().st_size > 1000
         assert f"]({png})" in report
+    assert summary["machine"] == _done(root, "eval_sft_direct")["result"]["machine"]
+
+
+def test_answer_breakdown_counts_every_answer(smoke):
+    """Per family: correct + another option + no option = the evaluated samples, the correct
+    count is the accuracy's numerator, and the untrained student (which never answers) has every
+    answer under 'not an option'."""
+    args, root, _ = smoke
+    pipe = nano.Pipeline(args, nano._stages())
+    names = ["untrained", "sft_direct", "multi_turn"]
+    out = nano.answer_breakdown(args, pipe, names)
+    for name in names:
+        fams = out[name]
+        assert sum(sum(c.values()) for c in fams.values()) == args.tasks.n_test
+        acc = _done(root, f"eval_{name}")["result"]["accuracy"]
+        correct = sum(c["correct"] for c in fams.values())
+        assert correct == pytest.approx(acc * args.tasks.n_test / 100)
+    assert all(c["none"] == sum(c.values()) for c in out["untrained"].values())
+    assert set(out["sft_direct"]) <= set(args.tasks.spatial_families)
+    report = (root / "report.md").read_text(encoding="utf-8")
+    assert "## Answers by question family" in report
 
 
 def test_a_second_run_skips_every_done_stage(smoke):
