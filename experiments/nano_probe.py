@@ -1,0 +1,192 @@
+"""Learnability probes for the nano student (docs/nano.md#gpu-preset): can a Qwen2-VL with random
+weights learn a visual fact from pixels in a given number of steps? A plain training loop over
+the same student `experiments.nano.build_student` makes, outside the pipeline, so that one fact
+is measured at a time:
+
+    # the colour of a lone square (content): learned after ~800 steps of 16 on 2 CPU cores
+    uv run python -m experiments.nano_probe --task colour --steps 1000
+    # its side of the frame (position): not learned in 3,100 steps of 16
+    uv run python -m experiments.nano_probe --task side --steps 3100
+    # nano SynthSpatial, answer only vs "the red cube at (x, y). …" chains, the gpu student
+    G="--device cuda --batch 64 --steps 800 --n-train 12000 --tokens 64 --student.hidden 256
+       --student.layers 6 --student.heads 8 --student.intermediate 768
+       --student.vision-depth 4 --student.vision-dim 128"
+    python -m experiments.nano_probe --task spatial-direct $G
+    python -m experiments.nano_probe --task spatial-chain $G
+
+Prints the training loss every 100 steps and, at the end, greedy held-out accuracy (and for the
+chains the mean |x| error of the written points against always writing the mean x), as one JSON
+line starting with RESULT.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import tyro
+
+from experiments import nano
+
+SQUARE_FRAME = (112, 84)
+
+
+@dataclass(frozen=True)
+class ProbeArgs:
+    task: Literal["colour", "side", "spatial-direct", "spatial-chain"] = "colour"
+    steps: int = 1000
+    batch: int = 16
+    lr: float = 1e-3
+    n_train: int = 3000
+    n_test: int = 200
+    tokens: int = 16
+    """Frame budget in merged visual tokens (SynthSpatial tasks; the squares use 112 × 84)."""
+    student: nano.Student = field(default_factory=nano.Student)
+    device: str = "cpu"
+    seed: int = 0
+
+
+def _square(rng: random.Random, task: str):
+    from PIL import Image, ImageDraw
+
+    from vigorl_env.data.synth.shapes import COLORS
+
+    img = Image.new("RGB", SQUARE_FRAME, (150, 146, 138))
+    colour = rng.choice(list(COLORS))
+    x, y = rng.randint(4, SQUARE_FRAME[0] - 16), rng.randint(4, SQUARE_FRAME[1] - 16)
+    ImageDraw.Draw(img).rectangle((x, y, x + 11, y + 11), fill=COLORS[colour])
+    if task == "colour":
+        return img, "What colour is the square?", colour, None
+    side = "left" if x + 6 < SQUARE_FRAME[0] / 2 else "right"
+    return img, "Is the square on the left or right?", side, None
+
+
+def _spatial(split: str, n: int, tokens: int, scene: dict) -> list:
+    """(frame, question, answer, chain, [(name, x, y)]) of nano SynthSpatial samples."""
+    from vigorl_env.data.synth.spatial import SynthSpatial
+    from vigorl_env.geometry import model_frame
+
+    ds, out = SynthSpatial(split, scene=scene), []
+    for i in range(n):
+        s = ds[i]
+        img, frame = model_frame(s.image(), min_pixels=nano.MIN_PIXELS, max_pixels=tokens * 784)
+        named = []
+        for t in s.target_ids:
+            o = next(o for o in s.objects if o.id == t)
+            x0, y0, x1, y1 = frame.box_to_model(o.box)
+            name = f"the {o.attributes['color']} {o.attributes['shape']}"
+            named.append((name, round((x0 + x1) / 2), round((y0 + y1) / 2)))
+        chain = " ".join(f"{name} at ({x}, {y})." for name, x, y in named)
+        out.append((img, s.question.replace("<image>", ""), s.answer, chain, named))
+    return out
+
+
+def run(a: ProbeArgs) -> dict:
+    import torch
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    torch.manual_seed(a.seed)
+    if a.task in ("colour", "side"):
+        rng_train, rng_test = random.Random(a.seed), random.Random(a.seed + 1)
+        train = [_square(rng_train, a.task) for _ in range(a.n_train)]
+        test = [_square(rng_test, a.task) for _ in range(a.n_test)]
+        max_pixels = SQUARE_FRAME[0] * SQUARE_FRAME[1]
+    else:
+        scene = nano.Tasks().scene(nano.SPATIAL)
+        train = [(*e[:3], e[3], e[4]) for e in _spatial("train", a.n_train, a.tokens, scene)]
+        test = _spatial("test", a.n_test, a.tokens, scene)
+        max_pixels = a.tokens * 784
+    chain = a.task == "spatial-chain"
+
+    def target(e) -> str:
+        think = f"<think> {e[3]} </think> " if chain else ""
+        return f"{think}<answer> {e[2]} </answer>"
+
+    corpus = ["Answer."] + [f"{e[1]} {target(e)}" for e in train[:2000]]
+    corpus += [str(i) for i in range(1000)]
+    folder = Path(tempfile.mkdtemp(prefix="nano_probe_"))
+    nano.build_student(folder, a.student, max(max_pixels, nano.MIN_PIXELS), corpus)
+    model = AutoModelForImageTextToText.from_pretrained(folder).to(a.device)
+    proc = AutoProcessor.from_pretrained(folder)
+
+    def messages(e) -> list:
+        return [
+            {"role": "system", "content": "Answer."},
+            {"role": "user", "content": [{"type": "image"}, {"type": "text", "text": e[1]}]},
+        ]
+
+    def prompt(e) -> str:
+        return proc.apply_chat_template(messages(e), add_generation_prompt=True, tokenize=False)
+
+    def batch(examples) -> dict:
+        prompts = [prompt(e) for e in examples]
+        full = [p + target(e) + "<|im_end|>" for p, e in zip(prompts, examples, strict=True)]
+        imgs = [e[0] for e in examples]
+        enc = proc(text=full, images=imgs, return_tensors="pt", padding=True)
+        labels = enc["input_ids"].clone()
+        for i, p in enumerate(prompts):  # supervise the answer (and chain) only
+            labels[i, : len(proc(text=[p], images=[imgs[i]])["input_ids"][0])] = -100
+        labels[enc["attention_mask"] == 0] = -100
+        enc["labels"] = labels
+        return {k: v.to(a.device) for k, v in enc.items()}
+
+    opt = torch.optim.AdamW(model.parameters(), lr=a.lr, weight_decay=0.01)
+    rng, curve, t0 = random.Random(a.seed), [], time.monotonic()
+    model.train()
+    for step in range(1, a.steps + 1):
+        loss = model(**batch(rng.sample(train, a.batch))).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        for g in opt.param_groups:  # linear warm-up over 30 steps, then constant
+            g["lr"] = a.lr * min(1.0, step / 30)
+        opt.step()
+        opt.zero_grad()
+        if step % 100 == 0 or step in (1, a.steps):
+            curve.append([step, round(loss.item(), 4)])
+            print(f"step {step} loss {loss.item():.4f} {time.monotonic() - t0:.0f} s", flush=True)
+
+    model.eval()
+    proc.tokenizer.padding_side = "left"
+    correct, x_err = 0, []
+    for i in range(0, len(test), 50):
+        chunk = test[i : i + 50]
+        enc = proc(
+            text=[prompt(e) for e in chunk],
+            images=[e[0] for e in chunk],
+            return_tensors="pt",
+            padding=True,
+        ).to(a.device)
+        with torch.no_grad():
+            out = model.generate(**enc, max_new_tokens=64 if chain else 12, do_sample=False)
+        texts = proc.tokenizer.batch_decode(
+            out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
+        )
+        for e, text in zip(chunk, texts, strict=True):
+            m = re.search(r"<answer>\s*(.+?)\s*</answer>", text)
+            correct += bool(m and m.group(1) == e[2])
+            if chain:
+                points = re.findall(r"\((\d+), (\d+)\)", text)
+                x_err += [abs(int(p[0]) - o[1]) for o, p in zip(e[4], points, strict=False)]
+    result = {"task": a.task, "steps": a.steps, "batch": a.batch, "lr": a.lr, "curve": curve}
+    result["accuracy"] = correct / len(test)
+    if chain:
+        xs = [o[1] for e in test for o in e[4]]
+        mean_x = sum(xs) / len(xs)
+        result["x_error"] = sum(x_err) / max(1, len(x_err))
+        result["x_error_of_the_mean"] = sum(abs(x - mean_x) for x in xs) / len(xs)
+    print("RESULT " + json.dumps(result), flush=True)
+    return result
+
+
+def main() -> None:
+    run(tyro.cli(ProbeArgs))
+
+
+if __name__ == "__main__":
+    main()
