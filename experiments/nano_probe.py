@@ -3,10 +3,11 @@ weights learn a visual fact from pixels in a given number of steps? A plain trai
 the same student `experiments.nano.build_student` makes, outside the pipeline, so that one fact
 is measured at a time:
 
-    # the colour of a lone square (content): learned after ~800 steps of 16 on 2 CPU cores
+    # the colour of a lone square (content): starts to be learned after ~700-800 steps of 16
     uv run python -m experiments.nano_probe --task colour --steps 1000
     # its side of the frame (position): not learned in 3,100 steps of 16
     uv run python -m experiments.nano_probe --task side --steps 3100
+    # (two probes side by side on 2 cores: prefix OMP_NUM_THREADS=1, or each runs ~5x slower)
     # nano SynthSpatial, answer only vs "the red cube at (x, y). …" chains, the gpu student
     G="--device cuda --batch 64 --steps 800 --n-train 12000 --tokens 64 --student.hidden 256
        --student.layers 6 --student.heads 8 --student.intermediate 768
