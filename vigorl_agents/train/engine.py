@@ -31,6 +31,7 @@ import json
 import logging
 import math
 import shutil
+import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -587,7 +588,11 @@ class TrainEngine:
             self.optimizer.step()
             if self.master is not None:
                 self.master.master_to_model()
-        self.scheduler.step()
+        with warnings.catch_warnings():
+            # a skipped step still advances the schedule (the step count stays the plan's);
+            # torch warns when the very first optimizer step is the skipped one
+            warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)`")
+            self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
         return grad_norm, skipped, lr
 
