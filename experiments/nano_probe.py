@@ -8,6 +8,8 @@ is measured at a time:
     # its side of the frame (position): not learned in 3,100 steps of 16
     uv run python -m experiments.nano_probe --task side --steps 3100
     # (two probes side by side on 2 cores: prefix OMP_NUM_THREADS=1, or each runs ~5x slower)
+    # its centre as "(x, y)" (what a pointing model is pretrained on)
+    uv run python -m experiments.nano_probe --task locate --steps 3000
     # nano SynthSpatial, answer only vs "the red cube at (x, y). …" chains, the gpu student
     G="--device cuda --batch 64 --steps 800 --n-train 12000 --tokens 64 --student.hidden 256
        --student.layers 6 --student.heads 8 --student.intermediate 768
@@ -40,7 +42,7 @@ SQUARE_FRAME = (112, 84)
 
 @dataclass(frozen=True)
 class ProbeArgs:
-    task: Literal["colour", "side", "spatial-direct", "spatial-chain"] = "colour"
+    task: Literal["colour", "side", "locate", "spatial-direct", "spatial-chain"] = "colour"
     steps: int = 1000
     batch: int = 16
     lr: float = 1e-3
@@ -63,9 +65,12 @@ def _square(rng: random.Random, task: str):
     x, y = rng.randint(4, SQUARE_FRAME[0] - 16), rng.randint(4, SQUARE_FRAME[1] - 16)
     ImageDraw.Draw(img).rectangle((x, y, x + 11, y + 11), fill=COLORS[colour])
     if task == "colour":
-        return img, "What colour is the square?", colour, None
+        return img, "What colour is the square?", colour, None, []
+    if task == "locate":  # the answer is its centre: the pretraining objective of a pointing model
+        cx, cy = x + 6, y + 6
+        return img, "Where is the square?", f"({cx}, {cy})", None, [("square", cx, cy)]
     side = "left" if x + 6 < SQUARE_FRAME[0] / 2 else "right"
-    return img, "Is the square on the left or right?", side, None
+    return img, "Is the square on the left or right?", side, None, []
 
 
 def _spatial(split: str, n: int, tokens: int, scene: dict) -> list:
@@ -93,17 +98,18 @@ def run(a: ProbeArgs) -> dict:
     from transformers import AutoModelForImageTextToText, AutoProcessor
 
     torch.manual_seed(a.seed)
-    if a.task in ("colour", "side"):
+    if a.task in ("colour", "side", "locate"):
         rng_train, rng_test = random.Random(a.seed), random.Random(a.seed + 1)
         train = [_square(rng_train, a.task) for _ in range(a.n_train)]
         test = [_square(rng_test, a.task) for _ in range(a.n_test)]
         max_pixels = SQUARE_FRAME[0] * SQUARE_FRAME[1]
     else:
         scene = nano.Tasks().scene(nano.SPATIAL)
-        train = [(*e[:3], e[3], e[4]) for e in _spatial("train", a.n_train, a.tokens, scene)]
+        train = _spatial("train", a.n_train, a.tokens, scene)
         test = _spatial("test", a.n_test, a.tokens, scene)
         max_pixels = a.tokens * 784
     chain = a.task == "spatial-chain"
+    points = chain or a.task == "locate"  # the answer or chain writes points: score their x
 
     def target(e) -> str:
         think = f"<think> {e[3]} </think> " if chain else ""
@@ -164,19 +170,19 @@ def run(a: ProbeArgs) -> dict:
             padding=True,
         ).to(a.device)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=64 if chain else 12, do_sample=False)
+            out = model.generate(**enc, max_new_tokens=64 if chain else 16, do_sample=False)
         texts = proc.tokenizer.batch_decode(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )
         for e, text in zip(chunk, texts, strict=True):
             m = re.search(r"<answer>\s*(.+?)\s*</answer>", text)
             correct += bool(m and m.group(1) == e[2])
-            if chain:
-                points = re.findall(r"\((\d+), (\d+)\)", text)
-                x_err += [abs(int(p[0]) - o[1]) for o, p in zip(e[4], points, strict=False)]
+            if points:
+                written = re.findall(r"\((\d+), (\d+)\)", text)
+                x_err += [abs(int(p[0]) - o[1]) for o, p in zip(e[4], written, strict=False)]
     result = {"task": a.task, "steps": a.steps, "batch": a.batch, "lr": a.lr, "curve": curve}
     result["accuracy"] = correct / len(test)
-    if chain:
+    if points:
         xs = [o[1] for e in test for o in e[4]]
         mean_x = sum(xs) / len(xs)
         result["x_error"] = sum(x_err) / max(1, len(x_err))

@@ -34,3 +34,10 @@ def test_spatial_chain_probe_reports_point_errors():
     )
     assert set(res) >= {"accuracy", "x_error", "x_error_of_the_mean", "curve"}
     assert res["x_error_of_the_mean"] > 0
+
+
+def test_locate_probe_scores_points():
+    res = nano_probe.run(
+        nano_probe.ProbeArgs(task="locate", steps=2, batch=2, n_train=6, n_test=4, student=TINY)
+    )
+    assert set(res) >= {"x_error", "x_error_of_the_mean"} and res["x_error_of_the_mean"] > 0
