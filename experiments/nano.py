@@ -1622,6 +1622,9 @@ def _report_text(
         "",
         f"Machine: {machine}",
         "",
+        f"Command: `python -m experiments.nano {args.preset}` (the preset's settings: "
+        "docs/nano.md; every stage resumable, rerun the same command to go on).",
+        "",
         "## Results",
         "",
         "| condition | env | model | accuracy % | n | answered % | with points % | "
