@@ -209,12 +209,9 @@ def _resolve_scene(spec: Any, scene: Any) -> dict[str, Any] | None:
     None when it leaves every parameter at its default (so the fingerprint is the default's)."""
     if scene is None:
         return None
-    import importlib
-
     from vigorl_env.data.synth.common import resolve_scene
 
-    module, cls = spec.source.split(":")
-    gen = getattr(importlib.import_module(module), cls)
+    gen = spec.generator
     resolved = resolve_scene(gen, scene)
     if resolved == gen.SCENE:
         return None

@@ -46,7 +46,6 @@ step's `info["ground_truth"]` and, as a score, through `accuracy_of(answer)`.
 from __future__ import annotations
 
 import hashlib
-import importlib
 import json
 import threading
 from collections import OrderedDict
@@ -200,14 +199,11 @@ def load_dataset(config: EnvConfig, data_root: Any = None, env_id: str | None = 
     """The dataset of a config: a procedural generator, or upstream files under DATA_ROOT."""
     spec = config.spec
     if spec.procedural:
-        module, cls = spec.source.split(":")
-        factory = getattr(importlib.import_module(module), cls)
-        extra = {} if config.scene is None else {"scene": config.scene}
-        return factory(
+        return spec.generator(
             split=config.split or "train",
             dataset_seed=config.dataset_seed,
             size=config.size,
-            **extra,
+            scene=config.scene,
         )
     from vigorl_env.data.upstream import load_benchmark
 

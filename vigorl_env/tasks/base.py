@@ -73,3 +73,13 @@ class BenchmarkSpec:
     @property
     def procedural(self) -> bool:
         return self.source != "upstream"
+
+    @property
+    def generator(self) -> type:
+        """The procedural dataset class named by `source` (imported on first use)."""
+        if not self.procedural:
+            raise ValueError(f"{self.name} has no generator: its samples come from upstream files")
+        import importlib
+
+        module, cls = self.source.split(":")
+        return getattr(importlib.import_module(module), cls)
