@@ -454,6 +454,9 @@ class Pipeline:
         self.args = args
         self.stages = stages
         self.root = args.out_root / args.preset
+        self.failed: dict[str, str] = {}
+        """Stages that failed or were skipped for a failed input, over every `run` of this
+        pipeline (a later `run` skips what needs them)."""
 
     def dir(self, name: str) -> Path:
         return self.root / name
@@ -499,7 +502,6 @@ class Pipeline:
         from tqdm.auto import tqdm
 
         times: dict[str, float] = {}
-        self.failed: dict[str, str] = {}
         self.root.mkdir(parents=True, exist_ok=True)
         overall = tqdm(names, desc=f"nano {self.args.preset}", unit="stage", position=0)
         for name in overall:
@@ -1432,7 +1434,7 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     _write_json(pipe.root / "summary.json", summary)
     times = {n: pipe.marker(n)["seconds"] for n in pipe.stages if pipe.current(n)}
     failed = {n: f["error"] for n in pipe.stages if (f := pipe.failure(n)) and not pipe.current(n)}
-    failed.update(getattr(pipe, "failed", {}))
+    failed.update(pipe.failed)
     plots = _plots(args, pipe.root, pipe, metrics)
     text = _report_text(args, pipe, metrics, summary_conditions, times, plots, machine, failed)
     (pipe.root / "report.md").write_text(text, encoding="utf-8")
@@ -1819,20 +1821,20 @@ def run(args: Args) -> dict[str, Any]:
     import os
     from concurrent.futures import ProcessPoolExecutor
 
-    laned = {n for lane in lanes_of(names) for n in lane}
+    lanes = lanes_of(names)
+    laned = {n for lane in lanes for n in lane}
     times = pipe.run([n for n in names if n in SHARED_STAGES])
-    failed = dict(pipe.failed)
-    lanes = [lane for lane in lanes_of(names) if not any(n in failed for n in lane)]
-    threads = max(1, (os.cpu_count() or 2) // min(args.lanes, len(lanes) or 1))
-    ctx = mp.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=args.lanes, mp_context=ctx) as pool:
-        for res in pool.map(_run_lane, [args] * len(lanes), lanes, [threads] * len(lanes)):
-            times.update(res["times"])
-            failed.update(res["failed"])
-    rest = [n for n in names if n not in SHARED_STAGES and n not in laned]
-    times.update(pipe.run(rest))
-    failed.update(pipe.failed)
-    return {"times": times, "root": str(pipe.root), "failed": failed}
+    if pipe.failed:  # a shared stage failed: here, every lane stage is skipped as blocked
+        times.update(pipe.run([n for n in names if n in laned]))
+    else:
+        threads = max(1, (os.cpu_count() or 2) // min(args.lanes, len(lanes) or 1))
+        ctx = mp.get_context("spawn")
+        with ProcessPoolExecutor(max_workers=args.lanes, mp_context=ctx) as pool:
+            for res in pool.map(_run_lane, [args] * len(lanes), lanes, [threads] * len(lanes)):
+                times.update(res["times"])
+                pipe.failed.update(res["failed"])
+    times.update(pipe.run([n for n in names if n not in SHARED_STAGES and n not in laned]))
+    return {"times": times, "root": str(pipe.root), "failed": dict(pipe.failed)}
 
 
 def main() -> None:

@@ -326,3 +326,22 @@ def test_nano_scale_reaches_the_envs(smoke):
         s = env._episode.sample
         assert t.search_shapes[0] <= len(s.objects) <= t.search_shapes[1]
         assert t.search_width[0] <= s.image().width <= t.search_width[1]
+
+
+def test_lanes_after_a_failed_shared_stage_skip_every_condition(smoke, tmp_path, monkeypatch):
+    """A shared stage that fails (here: the student) leaves every lane stage skipped as blocked,
+    recorded in the result, and the report still runs; nothing raises."""
+    args, _, _ = smoke
+
+    def broken(*a, **k):
+        raise RuntimeError("no student today")
+
+    stages = nano._stages()
+    stages["student"] = nano.Stage("student", ("chains",), stages["student"].config, broken)
+    monkeypatch.setattr(nano, "_stages", lambda: stages)
+    res = nano.run(replace(args, out_root=tmp_path, lanes=2))
+    assert res["failed"]["student"].startswith("RuntimeError: no student today")
+    for lane in nano.lanes_of(nano.default_stages(with_grpo=nano.grpo_available())):
+        for name in lane:
+            assert "which failed" in res["failed"][name], name
+    assert (Path(res["root"]) / "report.md").is_file()
