@@ -23,6 +23,8 @@ stage whose marker matches is skipped, one whose config or inputs changed runs a
    removed (ungrounded), answer-only targets (direct); SynthSearch multi-turn dialogs and
    single-turn chains on a frame of the same image budget.
 4. `student`: a Qwen2-VL-architecture model with random weights and a tokenizer built here.
+   `pretrain`: the base model every condition starts from, SFT on grounded captions of scenes no
+   other stage uses (docs/nano.md#the-base-model; `--pretrain.samples 0`: the random student).
 5. `sft_*`: the real SFT trainer (`vigorl_agents.train.sft.train`) per condition.
 6. `eval_*`: the real evaluation (`vigorl_agents.eval.evaluate`) on held-out test samples, the
    SFT conditions first.
@@ -197,6 +199,22 @@ class SFT:
 
 
 @dataclass(frozen=True)
+class Pretrain:
+    """The shared base model (docs/nano.md#the-base-model): SFT on grounded captions of
+    SynthSpatial scenes that no other stage uses, before any condition's training."""
+
+    samples: int = 0
+    """Captioned scenes: train-split indices after the searched ones (0: no base stage; every
+    condition starts from the random student)."""
+    epochs: int = 1
+    lr: float = 1e-3
+    batch: int = 32
+    eval_samples: int = 100
+    """Held-out scenes (the indices after the captioned ones) the base model captions at the end
+    of the stage: how well it points before any condition's training."""
+
+
+@dataclass(frozen=True)
 class GRPO:
     """GRPO after SFT (docs/nano.md#grpo-stages): the same budget for every GRPO condition."""
 
@@ -233,6 +251,7 @@ class Args:
     tasks: Tasks = field(default_factory=Tasks)
     student: Student = field(default_factory=Student)
     search: Search = field(default_factory=Search)
+    pretrain: Pretrain = field(default_factory=Pretrain)
     sft: SFT = field(default_factory=SFT)
     grpo: GRPO = field(default_factory=GRPO)
     eval: Evaluation = field(default_factory=Evaluation)
@@ -330,6 +349,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=32,
             ),
             search=Search(n_simulations=3, chains_per_sample=2),
+            pretrain=Pretrain(samples=8, epochs=2, lr=3e-3, batch=4, eval_samples=4),
             sft=SFT(epochs=3, lr=3e-3, batch=4),
             grpo=GRPO(
                 steps=2,
@@ -938,10 +958,12 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 def tokenizer_corpus(chain_files: list[Path]) -> list[str]:
     """Texts the tokenizer is trained on: every message of the training chains (train split only)
     and the protocol's fixed strings."""
+    from experiments.nano_pretrain import PROMPT_CAPTION, QUESTION_CAPTION
     from vigorl_agents.jsonl import read_jsonl
     from vigorl_env import protocol
 
     texts = [PROMPT_GROUNDED, PROMPT_UNGROUNDED, PROMPT_DIRECT, PROMPT_MULTI_TURN]
+    texts += [PROMPT_CAPTION, QUESTION_CAPTION]
     texts += [protocol.FORCED_PREFIX, protocol.BACKTRACK, protocol.format_tool_call(12, 345)]
     texts += [protocol.OBSERVATION_TEXT_DOT, protocol.OBSERVATION_TEXT_NO_DOT]
     for path in chain_files:
@@ -1039,45 +1061,102 @@ def stage_student(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
 # =============================================================================================
 # Stage: SFT
 # =============================================================================================
+def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str) -> dict[str, Any]:
+    """The real SFT trainer on `data` from `model` with `sft`'s schedule, a progress bar named
+    `label`; returns the checkpoint and the loss curve."""
+    from vigorl_agents.train.sft import SFTConfig, train
+
+    n = sum(1 for _ in data.open(encoding="utf-8"))
+    steps = sft.epochs * math.ceil(n / sft.batch)
+    cfg = SFTConfig(
+        model=model,
+        train_file=str(data),
+        output_dir=str(out),
+        epochs=sft.epochs,
+        lr=sft.lr,
+        warmup_ratio=sft.warmup_ratio,
+        weight_decay=sft.weight_decay,
+        per_device_batch=sft.batch,
+        grad_accum=1,
+        cutoff_len=4096,
+        freeze_vision=False,  # random weights: the vision tower must learn too
+        seed=args.student.seed,
+        log_every=1,
+        save_every=10**9,
+        eval_every=10**9,
+        save_optimizer=False,
+        device=args.device,
+        min_pixels=MIN_PIXELS,
+        max_pixels=args.tasks.processor_max_pixels,
+    )
+    with _StepBar(out / "metrics.jsonl", steps, label):
+        res = train(cfg)
+    losses = [h["loss"] for h in res["history"] if "loss" in h]
+    return {
+        "checkpoint": res["checkpoint"],
+        "steps": res["step"],
+        "records": n,
+        "loss_first": losses[0] if losses else None,
+        "loss_last": losses[-1] if losses else None,
+        "loss_curve": losses,
+    }
+
+
+def stage_pretrain(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
+    """The base model every condition starts from: with `pretrain.samples` > 0, the real SFT
+    trainer on grounded captions (`experiments.nano_pretrain`) of SynthSpatial train scenes after
+    the searched ones, from the random student; with 0, the random student itself."""
+    p = args.pretrain
+    student = pipe.result("student")["model"]
+    if p.samples <= 0:
+        return {"checkpoint": student, "records": 0}
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
+    from experiments.nano_pretrain import caption_shard, caption_texts, score_captions
+
+    first = args.tasks.n_train_spatial  # the searched samples are indices 0..n_train_spatial-1
+    held_out = range(first + p.samples, first + p.samples + p.eval_samples)
+    jobs = [(list(range(first, first + p.samples)), out), (list(held_out), out / "held_out")]
+    workers = max(1, min(args.search.workers, p.samples))
+    kw = env_kwargs(args.tasks, frame="spatial")
+    ctx = mp.get_context("spawn")
+    with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
+        futs = [
+            [
+                pool.submit(caption_shard, SPATIAL, kw, idx[i::workers], where)
+                for i in range(workers)
+            ]
+            for idx, where in jobs
+        ]
+        records, held = (
+            sorted((r for f in fs for r in f.result()), key=lambda r: r["sample_id"]) for fs in futs
+        )
+    searched = set(_read_json(pipe.dir("data") / "splits.json")["envs"]["spatial"]["train"])
+    if searched & {r["sample_id"] for r in records + held}:
+        raise AssertionError("a caption scene is also a searched training sample")
+    data = out / "captions.jsonl"
+    _write_records(records, data)
+    sft = SFT(epochs=p.epochs, lr=p.lr, batch=p.batch)
+    res = run_sft(args, out, data, student, sft, "pretrain")
+    scores = {}
+    if held:  # how well the base points on scenes it never saw, against the random student
+        objects = [[(n, tuple(b)) for n, b in r["objects"]] for r in held]
+        for key, model in (("random_student", student), ("base", res["checkpoint"])):
+            texts = caption_texts(model, held, args.device)
+            scores[key] = score_captions(texts, objects)
+            examples = [
+                {"sample_id": r["sample_id"], "caption": t}
+                for r, t in zip(held, texts, strict=True)
+            ]
+            _write_records(examples, out / f"held_out_{key}.jsonl")
+    return {**res, "first_index": first, "held_out": scores}
+
+
 def stage_sft(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
     def run(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
-        from vigorl_agents.train.sft import SFTConfig, train
-
         data = pipe.dir("chains") / f"{name}.jsonl"
-        n = sum(1 for _ in data.open(encoding="utf-8"))
-        steps = args.sft.epochs * math.ceil(n / args.sft.batch)
-        cfg = SFTConfig(
-            model=pipe.result("student")["model"],
-            train_file=str(data),
-            output_dir=str(out),
-            epochs=args.sft.epochs,
-            lr=args.sft.lr,
-            warmup_ratio=args.sft.warmup_ratio,
-            weight_decay=args.sft.weight_decay,
-            per_device_batch=args.sft.batch,
-            grad_accum=1,
-            cutoff_len=4096,
-            freeze_vision=False,  # random weights: the vision tower must learn too
-            seed=args.student.seed,
-            log_every=1,
-            save_every=10**9,
-            eval_every=10**9,
-            save_optimizer=False,
-            device=args.device,
-            min_pixels=MIN_PIXELS,
-            max_pixels=args.tasks.processor_max_pixels,
-        )
-        with _StepBar(out / "metrics.jsonl", steps, name):
-            res = train(cfg)
-        losses = [h["loss"] for h in res["history"] if "loss" in h]
-        return {
-            "checkpoint": res["checkpoint"],
-            "steps": res["step"],
-            "records": n,
-            "loss_first": losses[0] if losses else None,
-            "loss_last": losses[-1] if losses else None,
-            "loss_curve": losses,
-        }
+        return run_sft(args, out, data, pipe.result("pretrain")["checkpoint"], args.sft, name)
 
     return run
 
@@ -1118,11 +1197,7 @@ def stage_grpo(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
         cond = CONDITIONS[cond_name]
         g = args.grpo
         multi = cond.mode == "multi_turn"
-        start_model = (
-            pipe.result("student")["model"]
-            if start == "student"
-            else pipe.result(start)["checkpoint"]
-        )
+        start_model = pipe.result(start)["checkpoint"]
         cfg = GRPOConfig(
             model=start_model,
             output_dir=str(out),
@@ -1171,8 +1246,8 @@ def stage_grpo(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
 # Stage: evaluation
 # =============================================================================================
 def model_of(pipe: Pipeline, cond: Condition) -> str:
-    if cond.model_stage is None:
-        return pipe.result("student")["model"]
+    if cond.model_stage is None:  # the base: the random student, or after the pretrain stage
+        return pipe.result("pretrain")["checkpoint"]
     return pipe.result(cond.model_stage)["checkpoint"]
 
 
@@ -1210,7 +1285,12 @@ def stage_eval(cond: Condition) -> Callable[[Args, Path, Pipeline], dict[str, An
         summary = asyncio.run(go())
         row = summary["rows"][0]
         recs = [r for r in load_records(out / "samples.jsonl") if "error" not in r]
-        result = {"condition": cond.name, **condition_metrics(row, recs), "machine": _machine(args)}
+        result = {
+            "condition": cond.name,
+            "checkpoint": model_of(pipe, cond),
+            **condition_metrics(row, recs),
+            "machine": _machine(args),
+        }
         if cond.mode == "single_turn":
             result["image_dependence"] = image_dependence(
                 model_of(pipe, cond), cond, args, recs, n=args.eval.image_dependence_samples
@@ -1419,7 +1499,9 @@ def stage_report(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
             else round(m["grounding_ci95"], 2),
             "model": "sft+grpo"
             if CONDITIONS[name].model_stage in GRPO_STAGES
-            else ("untrained" if CONDITIONS[name].model_stage is None else "sft"),
+            else "sft"
+            if CONDITIONS[name].model_stage is not None
+            else ("base" if args.pretrain.samples > 0 else "untrained"),
         }
     # the machine the evaluations ran on (the report may be redrawn elsewhere, e.g. from a GPU
     # run's results copied back to a laptop)
@@ -1617,7 +1699,13 @@ def _report_text(
         "",
         "Search (scripted teacher, real MCTS) → chains → SFT → evaluation on held-out test "
         "samples, with a Qwen2-VL-architecture student trained from random weights "
-        "(docs/nano.md). Accuracy is mean ± 95 % CI half-width (Wald) over the test samples, "
+        + (
+            f"(first pretrained on grounded captions of {args.pretrain.samples} other scenes: "
+            "the base model every condition starts from and `untrained` evaluates) "
+            if args.pretrain.samples > 0
+            else ""
+        )
+        + "(docs/nano.md). Accuracy is mean ± 95 % CI half-width (Wald) over the test samples, "
         "greedy decoding."
         if args.eval.greedy
         else "",
@@ -1645,7 +1733,7 @@ def _report_text(
     )
     for name, m in metrics.items():
         c = CONDITIONS[name]
-        model = "untrained" if c.model_stage is None else c.model_stage
+        model = c.model_stage or ("pretrain" if args.pretrain.samples > 0 else "untrained")
         lines.append(
             f"| {name} | {c.env_id.split('/')[-1]} | {model} | {_fmt(m)} | {m['n']} | "
             f"{m['answered']:.0f} | {m['with_points']:.0f} | {_fmt(m, 'grounding_on_target')} | "
@@ -1735,6 +1823,14 @@ def _stages() -> dict[str, Stage]:
     def grpo_cfg(a: Args) -> Any:
         return {"grpo": a.grpo, "tasks": a.tasks, "device": a.device, "seed": a.student.seed}
 
+    def pretrain_cfg(a: Args) -> Any:
+        return {
+            "pretrain": a.pretrain,
+            "tasks": a.tasks,
+            "device": a.device,
+            "seed": a.student.seed,
+        }
+
     def student_cfg(a: Args) -> Any:
         return {"student": a.student, "max_pixels": a.tasks.processor_max_pixels}
 
@@ -1744,12 +1840,13 @@ def _stages() -> dict[str, Stage]:
         Stage("chains", ("search",), cfg("search"), stage_chains),
         Stage("student", ("chains",), student_cfg, stage_student),
     ]
-    st += [Stage(n, ("chains", "student"), sft_cfg, stage_sft(n)) for n in SFT_STAGES]
+    st.append(Stage("pretrain", ("data", "student"), pretrain_cfg, stage_pretrain))
+    st += [Stage(n, ("chains", "pretrain"), sft_cfg, stage_sft(n)) for n in SFT_STAGES]
     st += [Stage(n, (start,), grpo_cfg, stage_grpo(n)) for n, (_, start) in GRPO_STAGES.items()]
     st += [
         Stage(
             f"eval_{c.name}",
-            ("data", c.model_stage or "student"),
+            ("data", c.model_stage or "pretrain"),
             cfg("tasks", "eval", "device"),
             stage_eval(c),
         )
@@ -1762,7 +1859,7 @@ def _stages() -> dict[str, Stage]:
 
 def default_stages(with_grpo: bool) -> list[str]:
     """The SFT conditions are evaluated before GRPO starts, so their numbers come early."""
-    names = ["data", "search", "chains", "student", *SFT_STAGES]
+    names = ["data", "search", "chains", "student", "pretrain", *SFT_STAGES]
     names += [f"eval_{c.name}" for c in SFT_CONDITIONS]
     if with_grpo:
         names += list(GRPO_STAGES)
@@ -1770,7 +1867,7 @@ def default_stages(with_grpo: bool) -> list[str]:
     return [*names, "report"]
 
 
-SHARED_STAGES = ("data", "search", "chains", "student")
+SHARED_STAGES = ("data", "search", "chains", "student", "pretrain")
 
 
 def lanes_of(names: list[str]) -> list[list[str]]:

@@ -10,6 +10,9 @@ is measured at a time:
     # (two probes side by side on 2 cores: prefix OMP_NUM_THREADS=1, or each runs ~5x slower)
     # its centre as "(x, y)" (what a pointing model is pretrained on)
     uv run python -m experiments.nano_probe --task locate --steps 3000
+    # the base model's objective on nano SynthSpatial scenes (docs/nano.md#the-base-model): every
+    # object left to right with its point; learned in ~2,000 steps of 16 at init std 0.06
+    uv run python -m experiments.nano_probe --task caption --steps 2200 --student.init-std 0.06
     # nano SynthSpatial, answer only vs "the red cube at (x, y). …" chains, the gpu student
     G="--device cuda --batch 64 --steps 800 --n-train 12000 --tokens 64 --student.hidden 256
        --student.layers 6 --student.heads 8 --student.intermediate 768
@@ -35,14 +38,16 @@ from typing import Literal
 
 import tyro
 
-from experiments import nano
+from experiments import nano, nano_pretrain
 
 SQUARE_FRAME = (112, 84)
 
 
 @dataclass(frozen=True)
 class ProbeArgs:
-    task: Literal["colour", "side", "locate", "spatial-direct", "spatial-chain"] = "colour"
+    task: Literal["colour", "side", "locate", "caption", "spatial-direct", "spatial-chain"] = (
+        "colour"
+    )
     steps: int = 1000
     batch: int = 16
     lr: float = 1e-3
@@ -68,13 +73,16 @@ def _square(rng: random.Random, task: str):
         return img, "What colour is the square?", colour, None, []
     if task == "locate":  # the answer is its centre: the pretraining objective of a pointing model
         cx, cy = x + 6, y + 6
-        return img, "Where is the square?", f"({cx}, {cy})", None, [("square", cx, cy)]
+        box = (x, y, x + 11, y + 11)
+        return img, "Where is the square?", f"({cx}, {cy})", None, [("square", cx, cy, box)]
     side = "left" if x + 6 < SQUARE_FRAME[0] / 2 else "right"
     return img, "Is the square on the left or right?", side, None, []
 
 
-def _spatial(split: str, n: int, tokens: int, scene: dict) -> list:
-    """(frame, question, answer, chain, [(name, x, y)]) of nano SynthSpatial samples."""
+def _spatial(split: str, n: int, tokens: int, scene: dict, caption: bool = False) -> list:
+    """(frame, question, answer, chain, [(name, x, y, box)]) of nano SynthSpatial samples; with
+    `caption`, the base model's target instead (`nano_pretrain.caption`: every object, left to
+    right, with its point) and all objects as the named ones."""
     from vigorl_env.data.synth.spatial import SynthSpatial
     from vigorl_env.geometry import model_frame
 
@@ -82,13 +90,18 @@ def _spatial(split: str, n: int, tokens: int, scene: dict) -> list:
     for i in range(n):
         s = ds[i]
         img, frame = model_frame(s.image(), min_pixels=nano.MIN_PIXELS, max_pixels=tokens * 784)
+        boxes = {o.id: (o, frame.box_to_model(o.box)) for o in s.objects}
         named = []
-        for t in s.target_ids:
-            o = next(o for o in s.objects if o.id == t)
-            x0, y0, x1, y1 = frame.box_to_model(o.box)
+        for t in sorted(boxes) if caption else s.target_ids:
+            o, (x0, y0, x1, y1) = boxes[t]
             name = f"the {o.attributes['color']} {o.attributes['shape']}"
-            named.append((name, round((x0 + x1) / 2), round((y0 + y1) / 2)))
-        chain = " ".join(f"{name} at ({x}, {y})." for name, x, y in named)
+            named.append((name, round((x0 + x1) / 2), round((y0 + y1) / 2), (x0, y0, x1, y1)))
+        if caption:
+            named.sort(key=lambda e: (e[1], e[2]))
+            text = nano_pretrain.caption([(e[0], e[3]) for e in named])
+            out.append((img, nano_pretrain.QUESTION_CAPTION, text, None, named))
+            continue
+        chain = " ".join(f"{name} at ({x}, {y})." for name, x, y, _ in named)
         out.append((img, s.question.replace("<image>", ""), s.answer, chain, named))
     return out
 
@@ -105,13 +118,16 @@ def run(a: ProbeArgs) -> dict:
         max_pixels = SQUARE_FRAME[0] * SQUARE_FRAME[1]
     else:
         scene = nano.Tasks().scene(nano.SPATIAL)
-        train = _spatial("train", a.n_train, a.tokens, scene)
-        test = _spatial("test", a.n_test, a.tokens, scene)
+        caption = a.task == "caption"
+        train = _spatial("train", a.n_train, a.tokens, scene, caption)
+        test = _spatial("test", a.n_test, a.tokens, scene, caption)
         max_pixels = a.tokens * 784
     chain = a.task == "spatial-chain"
-    points = chain or a.task == "locate"  # the answer or chain writes points: score their x
+    points = chain or a.task in ("locate", "caption")  # points written: score their x
 
     def target(e) -> str:
+        if a.task == "caption":  # the base model's plain caption (no tags)
+            return e[2]
         think = f"<think> {e[3]} </think> " if chain else ""
         return f"{think}<answer> {e[2]} </answer>"
 
@@ -160,7 +176,7 @@ def run(a: ProbeArgs) -> dict:
 
     model.eval()
     proc.tokenizer.padding_side = "left"
-    correct, x_err = 0, []
+    correct, x_err, on_target = 0, [], 0
     for i in range(0, len(test), 50):
         chunk = test[i : i + 50]
         enc = proc(
@@ -170,16 +186,20 @@ def run(a: ProbeArgs) -> dict:
             padding=True,
         ).to(a.device)
         with torch.no_grad():
-            out = model.generate(**enc, max_new_tokens=64 if chain else 16, do_sample=False)
+            n_new = 72 if chain or a.task == "caption" else 16
+            out = model.generate(**enc, max_new_tokens=n_new, do_sample=False)
         texts = proc.tokenizer.batch_decode(
             out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True
         )
         for e, text in zip(chunk, texts, strict=True):
             m = re.search(r"<answer>\s*(.+?)\s*</answer>", text)
-            correct += bool(m and m.group(1) == e[2])
-            if points:
+            correct += bool(m and m.group(1) == e[2]) or text.strip() == e[2]
+            if points:  # the k-th written point against the k-th named object
                 written = re.findall(r"\((\d+), (\d+)\)", text)
-                x_err += [abs(int(p[0]) - o[1]) for o, p in zip(e[4], written, strict=False)]
+                for o, p in zip(e[4], written, strict=False):
+                    x, y = int(p[0]), int(p[1])
+                    x_err.append(abs(x - o[1]))
+                    on_target += o[3][0] <= x <= o[3][2] and o[3][1] <= y <= o[3][3]
     result = {"task": a.task, "steps": a.steps, "batch": a.batch, "lr": a.lr, "curve": curve}
     result["accuracy"] = correct / len(test)
     if points:
@@ -187,6 +207,7 @@ def run(a: ProbeArgs) -> dict:
         mean_x = sum(xs) / len(xs)
         result["x_error"] = sum(x_err) / max(1, len(x_err))
         result["x_error_of_the_mean"] = sum(abs(x - mean_x) for x in xs) / len(xs)
+        result["on_target"] = on_target / len(xs)  # share of named objects hit by their point
     print("RESULT " + json.dumps(result), flush=True)
     return result
 

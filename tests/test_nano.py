@@ -4,6 +4,7 @@ asserts that would fail if a stage silently did nothing (docs/nano.md)."""
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import replace
 from pathlib import Path
 
@@ -76,6 +77,10 @@ def test_test_split_is_disjoint_from_everything_trained_on(smoke):
     for f in (root / "chains").glob("sft_*.jsonl"):
         trained |= {r["sample_id"] for r in _records(f)}
     assert trained, "no training chains"
+    captions = {r["sample_id"] for r in _records(root / "pretrain" / "captions.jsonl")}
+    assert len(captions) == args.pretrain.samples
+    assert not captions & trained  # the base model's scenes are not the searched ones
+    trained |= captions
     for key, env in splits["envs"].items():
         assert env["test"] and env["train"], key
         assert not set(env["test"]) & set(env["train"])
@@ -125,6 +130,29 @@ def test_chains_of_each_condition(smoke):
     assert all(r["messages"][0]["content"] == nano.PROMPT_MULTI_TURN for r in multi)
 
 
+def test_base_model_is_trained_on_grounded_captions_and_every_condition_starts_from_it(smoke):
+    args, root, _ = smoke
+    base = _done(root, "pretrain")["result"]
+    assert base["records"] == args.pretrain.samples and base["first_index"] == 8
+    assert base["loss_last"] < base["loss_first"]
+    assert (Path(base["checkpoint"]) / "config.json").is_file()
+    for key in ("random_student", "base"):  # held-out scenes captioned before and after
+        score = base["held_out"][key]
+        assert score["objects"] >= 2 * args.pretrain.eval_samples
+        assert 0.0 <= score["on_target"] <= 1.0 and score["x_error_of_the_mean"] > 0
+    for rec in _records(root / "pretrain" / "captions.jsonl"):
+        # every object named once with its point, left to right, inside the frame
+        text = rec["messages"][-1]["content"]
+        points = [(int(x), int(y)) for x, y in re.findall(r"\((\d+), (\d+)\)", text)]
+        w, h = rec["frame"]["model_size"]
+        assert len(points) == text.count(" at (") >= 2
+        assert all(0 <= x < w and 0 <= y < h for x, y in points)
+        assert [x for x, _ in points] == sorted(x for x, _ in points)
+        assert Path(rec["images"][0]).is_file()
+    eval_untrained = _done(root, "eval_untrained")
+    assert eval_untrained["result"]["checkpoint"] == base["checkpoint"]
+
+
 def test_sft_loss_falls_and_checkpoints_exist(smoke):
     _, root, _ = smoke
     for name in nano.SFT_STAGES:
@@ -161,7 +189,7 @@ def test_report_and_summary(smoke):
         c = conds[name]
         assert c["n"] == args.tasks.n_test
         assert 0.0 <= c["accuracy"] <= 100.0 and c["ci95"] >= 0.0
-    assert conds["untrained"]["model"] == "untrained" and conds["sft_direct"]["model"] == "sft"
+    assert conds["untrained"]["model"] == "base" and conds["sft_direct"]["model"] == "sft"
     report = (root / "report.md").read_text(encoding="utf-8")
     assert "| sft_grounded |" in report and "## Claims" in report
     # the chance level of the evaluated samples: the nano SynthSpatial families have 2 options
@@ -345,3 +373,17 @@ def test_lanes_after_a_failed_shared_stage_skip_every_condition(smoke, tmp_path,
         for name in lane:
             assert "which failed" in res["failed"][name], name
     assert (Path(res["root"]) / "report.md").is_file()
+
+
+def test_caption_scores_count_a_point_inside_its_box_in_left_to_right_order():
+    from experiments.nano_pretrain import caption, score_captions
+
+    objs = [("the red cube", (50.0, 10.0, 60.0, 20.0)), ("the blue cone", (10.0, 30.0, 20.0, 44.0))]
+    assert caption(objs) == "the blue cone at (15, 37). the red cube at (55, 15)."
+    exact = score_captions([caption(objs)], [objs])
+    assert exact["on_target"] == 1.0 and exact["x_error"] == 0.0
+    assert exact["x_error_of_the_mean"] == 20.0
+    # the same points in the wrong order miss both boxes; a missing point counts as a miss
+    swapped = score_captions(["the red cube at (55, 15). the blue cone at (15, 37)."], [objs])
+    assert swapped["on_target"] == 0.0 and swapped["x_error"] == 40.0
+    assert score_captions(["the blue cone at (15, 37)."], [objs])["on_target"] == 0.5

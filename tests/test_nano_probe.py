@@ -41,3 +41,18 @@ def test_locate_probe_scores_points():
         nano_probe.ProbeArgs(task="locate", steps=2, batch=2, n_train=6, n_test=4, student=TINY)
     )
     assert set(res) >= {"x_error", "x_error_of_the_mean"} and res["x_error_of_the_mean"] > 0
+
+
+def test_caption_probe_targets_name_every_object_left_to_right():
+    scene = nano.Tasks().scene(nano.SPATIAL)
+    samples = nano_probe._spatial("train", 4, 16, scene, caption=True)
+    for _, question, text, _, named in samples:
+        assert question == "List the objects." and len(named) >= 2
+        assert text == " ".join(f"{n} at ({x}, {y})." for n, x, y, _ in named)
+        assert [x for _, x, _, _ in named] == sorted(x for _, x, _, _ in named)
+        for _, x, y, box in named:  # each point is its object's box centre
+            assert box[0] <= x <= box[2] and box[1] <= y <= box[3]
+    res = nano_probe.run(
+        nano_probe.ProbeArgs(task="caption", steps=2, batch=2, n_train=6, n_test=4, student=TINY)
+    )
+    assert 0.0 <= res["on_target"] <= 1.0 and res["x_error_of_the_mean"] > 0
