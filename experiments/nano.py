@@ -290,15 +290,17 @@ def _crop_side(crop_size: int) -> int:
 
 PRESETS: dict[str, tuple[str, Args]] = {
     "cpu": (
-        "The README's main job: every stage real on 2 CPU cores in about 10 minutes; small effects.",
-        Args(),
+        "The README's main job: every stage real on 2 CPU cores in under 10 minutes; small effects.",
+        Args(
+            student=Student(init_std=0.06),
+            pretrain=Pretrain(samples=1500, epochs=3, lr=1e-3, batch=8, eval_samples=40),
+        ),
     ),
     "gpu": (
         "One GPU (H100), ≤ 20 minutes, resumable stage by stage: larger frames, more samples, "
         "a larger student and longer SFT, the conditions in 6 lanes side by side.",
         Args(
             tasks=Tasks(
-                spatial_pixels=64 * PATCH_AREA,
                 search_pixels=64 * PATCH_AREA,
                 search_offset=16,
                 search_crop_size=84,
@@ -315,9 +317,11 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 intermediate=768,
                 vision_depth=4,
                 vision_dim=128,
+                init_std=0.06,
             ),
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
-            sft=SFT(epochs=1, lr=1e-3, batch=32),
+            pretrain=Pretrain(samples=12000, epochs=5, lr=1e-3, batch=32, eval_samples=200),
+            sft=SFT(epochs=2, lr=1e-3, batch=32),
             grpo=GRPO(
                 steps=6,
                 prompts_per_step=16,
@@ -333,6 +337,26 @@ PRESETS: dict[str, tuple[str, Args]] = {
             preset="gpu",
             publish=Path("benchmarks/results/nano"),
             lanes=6,
+        ),
+    ),
+    "cpu-long": (
+        "2 CPU cores, about 45 minutes: the cpu preset's tasks with a base model (pretrain stage) "
+        "and budgets at which the student learns to point and answer.",
+        Args(
+            tasks=Tasks(n_train_spatial=1500, n_train_search=200, n_test=200),
+            student=Student(
+                hidden=128,
+                layers=6,
+                heads=8,
+                kv_heads=2,
+                intermediate=384,
+                vision_depth=2,
+                vision_dim=128,
+                init_std=0.06,
+            ),
+            pretrain=Pretrain(samples=3000, epochs=16, lr=1e-3, batch=16, eval_samples=100),
+            sft=SFT(epochs=6, lr=1e-3, batch=16),
+            preset="cpu-long",
         ),
     ),
     "smoke": (

@@ -41,6 +41,8 @@ import tyro
 from experiments import nano, nano_pretrain
 
 SQUARE_FRAME = (112, 84)
+CORPUS_SCENES = 300
+"""SynthSpatial scenes (both views: caption, question + chain) the shared tokenizer is built on."""
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,12 @@ class ProbeArgs:
     student: nano.Student = field(default_factory=nano.Student)
     device: str = "cpu"
     seed: int = 0
+    save: Path | None = None
+    """Write the trained weights here (a state dict) for a later probe's `--load`."""
+    load: Path | None = None
+    """Start from these weights instead of random ones: the `--save` of a SynthSpatial probe
+    with the same student flags (every SynthSpatial task builds the same tokenizer), e.g. the
+    caption probe as a base model for `spatial-chain` / `spatial-direct`."""
 
 
 def _square(rng: random.Random, task: str):
@@ -131,11 +139,19 @@ def run(a: ProbeArgs) -> dict:
         think = f"<think> {e[3]} </think> " if chain else ""
         return f"{think}<answer> {e[2]} </answer>"
 
-    corpus = ["Answer."] + [f"{e[1]} {target(e)}" for e in train[:2000]]
-    corpus += [str(i) for i in range(1000)]
+    if a.task in ("colour", "side", "locate"):
+        corpus = [f"{e[1]} {target(e)}" for e in train[:2000]]
+    else:  # one tokenizer for every SynthSpatial task, so that weights carry over (--load)
+        n = CORPUS_SCENES
+        corpus = [f"{e[1]} {e[2]}" for e in _spatial("train", n, a.tokens, scene, True)]
+        for e in _spatial("train", n, a.tokens, scene):
+            corpus += [f"{e[1]} <answer> {e[2]} </answer>", f"<think> {e[3]} </think>"]
+    corpus = ["Answer.", *corpus, *(str(i) for i in range(1000))]
     folder = Path(tempfile.mkdtemp(prefix="nano_probe_"))
     nano.build_student(folder, a.student, max(max_pixels, nano.MIN_PIXELS), corpus)
     model = AutoModelForImageTextToText.from_pretrained(folder).to(a.device)
+    if a.load is not None:
+        model.load_state_dict(torch.load(a.load, map_location=a.device, weights_only=True))
     proc = AutoProcessor.from_pretrained(folder)
 
     def messages(e) -> list:
@@ -174,6 +190,8 @@ def run(a: ProbeArgs) -> dict:
             curve.append([step, round(loss.item(), 4)])
             print(f"step {step} loss {loss.item():.4f} {time.monotonic() - t0:.0f} s", flush=True)
 
+    if a.save is not None:
+        torch.save(model.state_dict(), a.save)
     model.eval()
     proc.tokenizer.padding_side = "left"
     correct, x_err, on_target = 0, [], 0

@@ -9,6 +9,12 @@ pytest.importorskip("transformers")
 
 from experiments import nano, nano_probe
 
+
+@pytest.fixture(autouse=True)
+def _small_corpus(monkeypatch):
+    monkeypatch.setattr(nano_probe, "CORPUS_SCENES", 8)
+
+
 TINY = nano.Student(hidden=64, layers=1, heads=2, kv_heads=1, intermediate=128,
                     vision_depth=1, vision_dim=32)  # fmt: skip
 
@@ -56,3 +62,14 @@ def test_caption_probe_targets_name_every_object_left_to_right():
         nano_probe.ProbeArgs(task="caption", steps=2, batch=2, n_train=6, n_test=4, student=TINY)
     )
     assert 0.0 <= res["on_target"] <= 1.0 and res["x_error_of_the_mean"] > 0
+
+
+def test_a_caption_probe_is_the_base_of_a_chain_probe(tmp_path):
+    """--save / --load: every SynthSpatial task builds the same tokenizer, so the caption probe's
+    weights load into the chain probe's student (a different vocabulary would not fit)."""
+    base = tmp_path / "base.pt"
+    kw = dict(steps=2, batch=2, n_train=6, n_test=2, student=TINY)
+    nano_probe.run(nano_probe.ProbeArgs(task="caption", save=base, **kw))
+    assert base.stat().st_size > 0
+    res = nano_probe.run(nano_probe.ProbeArgs(task="spatial-chain", load=base, **kw))
+    assert res["steps"] == 2
