@@ -209,6 +209,10 @@ class Pretrain:
     epochs: int = 1
     lr: float = 1e-3
     batch: int = 32
+    referring: float = 0.0
+    """Share of the scenes whose record is a referring query instead of a caption (`Point at the
+    red cube.` → `the red cube at (41, 57).`): finding the object a text names, which the chains
+    need and captions do not teach (docs/nano.md#the-base-model)."""
     eval_samples: int = 100
     """Held-out scenes (the indices after the captioned ones) the base model captions at the end
     of the stage: how well it points before any condition's training."""
@@ -982,12 +986,12 @@ def build_tokenizer(texts: list[str], vocab_size: int):
 def tokenizer_corpus(chain_files: list[Path]) -> list[str]:
     """Texts the tokenizer is trained on: every message of the training chains (train split only)
     and the protocol's fixed strings."""
-    from experiments.nano_pretrain import PROMPT_CAPTION, QUESTION_CAPTION
+    from experiments.nano_pretrain import PROMPT_CAPTION, PROMPT_POINT, QUESTION_CAPTION
     from vigorl_agents.jsonl import read_jsonl
     from vigorl_env import protocol
 
     texts = [PROMPT_GROUNDED, PROMPT_UNGROUNDED, PROMPT_DIRECT, PROMPT_MULTI_TURN]
-    texts += [PROMPT_CAPTION, QUESTION_CAPTION]
+    texts += [PROMPT_CAPTION, QUESTION_CAPTION, PROMPT_POINT, "Point at"]
     texts += [protocol.FORCED_PREFIX, protocol.BACKTRACK, protocol.format_tool_call(12, 345)]
     texts += [protocol.OBSERVATION_TEXT_DOT, protocol.OBSERVATION_TEXT_NO_DOT]
     for path in chain_files:
@@ -1148,10 +1152,10 @@ def stage_pretrain(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     with ProcessPoolExecutor(max_workers=workers, mp_context=ctx) as pool:
         futs = [
             [
-                pool.submit(caption_shard, SPATIAL, kw, idx[i::workers], where)
+                pool.submit(caption_shard, SPATIAL, kw, idx[i::workers], where, share)
                 for i in range(workers)
             ]
-            for idx, where in jobs
+            for (idx, where), share in zip(jobs, (p.referring, 0.0), strict=True)
         ]
         records, held = (
             sorted((r for f in fs for r in f.result()), key=lambda r: r["sample_id"]) for fs in futs

@@ -16,6 +16,12 @@ from typing import Any
 
 PROMPT_CAPTION = "Name every object in the image from left to right with its (x, y) point."
 QUESTION_CAPTION = "List the objects."
+PROMPT_POINT = "Name the object you are asked about with its (x, y) point."
+
+
+def point_query(name: str) -> str:
+    """The user text of a referring query: `Point at the red cube.`"""
+    return f"Point at {name}."
 
 
 Box = tuple[float, float, float, float]
@@ -92,10 +98,21 @@ def caption_texts(model_dir: str, records: list[dict[str, Any]], device: str) ->
 
 
 def caption_shard(
-    env_id: str, env_kwargs: dict[str, Any], indices: list[int], out: Path
+    env_id: str,
+    env_kwargs: dict[str, Any],
+    indices: list[int],
+    out: Path,
+    referring: float = 0.0,
 ) -> list[dict[str, Any]]:
     """Caption records (the SFT file format, docs/sft.md#data-format) of the train-split samples
-    at `indices`, frames written as PNG under `out/images/`. Runs in a worker process."""
+    at `indices`, frames written as PNG under `out/images/`. Runs in a worker process.
+
+    With `referring` > 0, that share of the scenes (drawn per index, so the same for any sharding)
+    gets a referring query instead: `Point at the red cube.` → `the red cube at (41, 57).`, one
+    object whose colour and shape no other object of the scene shares (as the questions name
+    them); a scene without such an object keeps its caption."""
+    import random
+
     import gymnasium as gym
 
     import vigorl_env  # noqa: F401
@@ -119,6 +136,13 @@ def caption_shard(
             raise ValueError(f"{sample.sample_id}: no objects to caption")
         rel = f"images/{sample.sample_id}.png"
         u.frame_image.save(out / rel, format="PNG")
+        rng = random.Random(f"referring:{i}")
+        names = [name for name, _ in objects]
+        unique = [(n, b) for n, b in objects if names.count(n) == 1]
+        system, user, target = PROMPT_CAPTION, QUESTION_CAPTION, caption(objects)
+        if unique and rng.random() < referring:
+            name, box = unique[rng.randrange(len(unique))]
+            system, user, target = PROMPT_POINT, point_query(name), caption([(name, box)])
         records.append(
             {
                 "id": f"{sample.sample_id}:caption",
@@ -130,9 +154,9 @@ def caption_shard(
                 "objects": [[name, list(box)] for name, box in objects],
                 "images": [str((out / rel).resolve())],
                 "messages": [
-                    {"role": "system", "content": PROMPT_CAPTION},
-                    {"role": "user", "content": f"<image>{QUESTION_CAPTION}"},
-                    {"role": "assistant", "content": caption(objects)},
+                    {"role": "system", "content": system},
+                    {"role": "user", "content": f"<image>{user}"},
+                    {"role": "assistant", "content": target},
                 ],
             }
         )

@@ -387,3 +387,27 @@ def test_caption_scores_count_a_point_inside_its_box_in_left_to_right_order():
     swapped = score_captions(["the red cube at (55, 15). the blue cone at (15, 37)."], [objs])
     assert swapped["on_target"] == 0.0 and swapped["x_error"] == 40.0
     assert score_captions(["the blue cone at (15, 37)."], [objs])["on_target"] == 0.5
+
+
+def test_referring_queries_point_at_the_named_object(tmp_path):
+    from experiments import nano_pretrain
+
+    tasks = nano.PRESETS["smoke"][1].tasks
+    kw = nano.env_kwargs(tasks, frame="spatial")
+    recs = nano_pretrain.caption_shard(nano.SPATIAL, kw, list(range(6)), tmp_path, referring=1.0)
+    kinds = {r["messages"][0]["content"] for r in recs}
+    assert kinds <= {nano_pretrain.PROMPT_POINT, nano_pretrain.PROMPT_CAPTION}
+    queries = [r for r in recs if r["messages"][0]["content"] == nano_pretrain.PROMPT_POINT]
+    assert len(queries) >= 4  # only a scene without a uniquely named object keeps its caption
+    for r in queries:
+        name = r["messages"][1]["content"].removeprefix("<image>Point at ").removesuffix(".")
+        box = next(b for n, b in r["objects"] if n == name)
+        assert [n for n, _ in r["objects"]].count(name) == 1
+        target = r["messages"][2]["content"]
+        x, y = map(int, re.fullmatch(rf"{name} at \((\d+), (\d+)\)\.", target).groups())
+        assert box[0] <= x <= box[2] and box[1] <= y <= box[3]
+    # the share is drawn per scene index: the same records whatever the sharding
+    again = nano_pretrain.caption_shard(nano.SPATIAL, kw, [3, 1], tmp_path, referring=1.0)
+    assert [r["messages"] for r in again] == [recs[3]["messages"], recs[1]["messages"]]
+    none = nano_pretrain.caption_shard(nano.SPATIAL, kw, [0, 1], tmp_path)
+    assert all(r["messages"][0]["content"] == nano_pretrain.PROMPT_CAPTION for r in none)
