@@ -1,4 +1,4 @@
-"""Learnability probes for the nano student (docs/nano.md#gpu-preset): can a Qwen2-VL with random
+"""Learnability probes for the nano student (docs/nano.md#probes): can a Qwen2-VL with random
 weights learn a visual fact from pixels in a given number of steps? A plain training loop over
 the same student `experiments.nano.build_student` makes, outside the pipeline, so that one fact
 is measured at a time:
