@@ -344,7 +344,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
         ),
     ),
     "cpu-long": (
-        "2 CPU cores, about 45 minutes: the cpu preset's tasks with a base model (pretrain stage) "
+        "2 CPU cores, about an hour: the cpu preset's tasks with a base model (pretrain stage) "
         "and budgets at which the student learns to point and answer.",
         Args(
             tasks=Tasks(n_train_spatial=1500, n_train_search=200, n_test=200),
