@@ -1315,13 +1315,13 @@ def stage_eval(cond: Condition) -> Callable[[Args, Path, Pipeline], dict[str, An
         recs = [r for r in load_records(out / "samples.jsonl") if "error" not in r]
         result = {
             "condition": cond.name,
-            "checkpoint": model_of(pipe, cond),
+            "checkpoint": policy_cfg.model,
             **condition_metrics(row, recs),
             "machine": _machine(args),
         }
         if cond.mode == "single_turn":
             result["image_dependence"] = image_dependence(
-                model_of(pipe, cond), cond, args, recs, n=args.eval.image_dependence_samples
+                policy_cfg.model, cond, args, recs, n=args.eval.image_dependence_samples
             )
         return result
 

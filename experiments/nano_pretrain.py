@@ -42,19 +42,19 @@ def caption(objects: list[tuple[str, Box]]) -> str:
     return " ".join(f"{name} at ({x}, {y})." for x, y, name, _ in ordered(objects))
 
 
-def score_captions(texts: list[str], objects: list[list[tuple[str, Box]]]) -> dict[str, float]:
-    """How well written captions point: the k-th written point against the k-th object of the
-    scene (left to right). `on_target`: share of objects whose point lies in their box (a missing
-    point is a miss); `x_error`: mean |x| error of the points written; `x_error_of_the_mean`: the
-    same for always writing the scenes' mean x (what a model that does not look scores)."""
+def score_points(texts: list[str], truths: list[list[tuple[int, Box]]]) -> dict[str, float]:
+    """How well written points hit: the k-th `(x, y)` of each text against the k-th (centre x,
+    box) of its truth. `on_target`: share of truth objects whose point lies in their box (a
+    missing point is a miss); `x_error`: mean |x| error of the points written;
+    `x_error_of_the_mean`: the same for always writing the mean x (what a model that does not
+    look scores)."""
     import re
 
     hits, errors, xs = 0, [], []
-    for text, objs in zip(texts, objects, strict=True):
-        truth = ordered(objs)
-        xs += [t[0] for t in truth]
+    for text, truth in zip(texts, truths, strict=True):
+        xs += [x for x, _ in truth]
         written = re.findall(r"\((\d+), (\d+)\)", text)
-        for (x, _, _, b), (px, py) in zip(truth, written, strict=False):
+        for (x, b), (px, py) in zip(truth, written, strict=False):
             px, py = int(px), int(py)
             errors.append(abs(px - x))
             hits += b[0] <= px <= b[2] and b[1] <= py <= b[3]
@@ -65,6 +65,12 @@ def score_captions(texts: list[str], objects: list[list[tuple[str, Box]]]) -> di
         "x_error_of_the_mean": sum(abs(x - mean_x) for x in xs) / max(1, len(xs)),
         "objects": len(xs),
     }
+
+
+def score_captions(texts: list[str], objects: list[list[tuple[str, Box]]]) -> dict[str, float]:
+    """`score_points` of captions: each scene's objects left to right, the order a caption names
+    them in."""
+    return score_points(texts, [[(x, b) for x, _, _, b in ordered(objs)] for objs in objects])
 
 
 def caption_texts(model_dir: str, records: list[dict[str, Any]], device: str) -> list[str]:

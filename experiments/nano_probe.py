@@ -94,6 +94,11 @@ def _square(rng: random.Random, task: str):
     return img, "Is the square on the left or right?", side, None, []
 
 
+def _centre(obj: tuple[str, nano_pretrain.Box]) -> tuple[int, int, str, nano_pretrain.Box]:
+    """(x, y, name, box) of one (name, box): its rounded box centre, as a caption writes it."""
+    return nano_pretrain.ordered([obj])[0]
+
+
 def _spatial(split: str, n: int, tokens: int, scene: dict, caption: bool = False) -> list:
     """(frame, question, answer, chain, [(name, x, y, box)]) of nano SynthSpatial samples; with
     `caption`, the base model's target instead (`nano_pretrain.caption`: every object, left to
@@ -105,17 +110,21 @@ def _spatial(split: str, n: int, tokens: int, scene: dict, caption: bool = False
     for i in range(n):
         s = ds[i]
         img, frame = model_frame(s.image(), min_pixels=nano.MIN_PIXELS, max_pixels=tokens * 784)
-        boxes = {o.id: (o, frame.box_to_model(o.box)) for o in s.objects}
-        named = []
-        for t in sorted(boxes) if caption else s.target_ids:
-            o, (x0, y0, x1, y1) = boxes[t]
-            name = f"the {o.attributes['color']} {o.attributes['shape']}"
-            named.append((name, round((x0 + x1) / 2), round((y0 + y1) / 2), (x0, y0, x1, y1)))
+        objects = {
+            o.id: (
+                f"the {o.attributes['color']} {o.attributes['shape']}",
+                frame.box_to_model(o.box),
+            )
+            for o in s.objects
+        }
+        chosen = list(objects.values()) if caption else [objects[t] for t in s.target_ids]
+        # (x, y, name, box): a caption's objects left to right, a chain's targets in its order
         if caption:
-            named.sort(key=lambda e: (e[1], e[2]))
-            text = nano_pretrain.caption([(e[0], e[3]) for e in named])
+            named = [(name, x, y, box) for x, y, name, box in nano_pretrain.ordered(chosen)]
+            text = nano_pretrain.caption(chosen)
             out.append((img, nano_pretrain.QUESTION_CAPTION, text, None, named))
             continue
+        named = [(name, x, y, box) for x, y, name, box in map(_centre, chosen)]
         chain = " ".join(f"{name} at ({x}, {y})." for name, x, y, _ in named)
         out.append((img, s.question.replace("<image>", ""), s.answer, chain, named))
     return out
@@ -201,7 +210,7 @@ def run(a: ProbeArgs) -> dict:
         torch.save(model.state_dict(), a.save)
     model.eval()
     proc.tokenizer.padding_side = "left"
-    correct, x_err, on_target = 0, [], 0
+    correct, written = 0, []
     for i in range(0, len(test), 50):
         chunk = test[i : i + 50]
         enc = proc(
@@ -219,20 +228,13 @@ def run(a: ProbeArgs) -> dict:
         for e, text in zip(chunk, texts, strict=True):
             m = re.search(r"<answer>\s*(.+?)\s*</answer>", text)
             correct += bool(m and m.group(1) == e[2]) or text.strip() == e[2]
-            if points:  # the k-th written point against the k-th named object
-                written = re.findall(r"\((\d+), (\d+)\)", text)
-                for o, p in zip(e[4], written, strict=False):
-                    x, y = int(p[0]), int(p[1])
-                    x_err.append(abs(x - o[1]))
-                    on_target += o[3][0] <= x <= o[3][2] and o[3][1] <= y <= o[3][3]
+        written += texts
     result = {"task": a.task, "steps": a.steps, "batch": a.batch, "lr": a.lr, "curve": curve}
     result["accuracy"] = correct / len(test)
-    if points:
-        xs = [o[1] for e in test for o in e[4]]
-        mean_x = sum(xs) / len(xs)
-        result["x_error"] = sum(x_err) / max(1, len(x_err))
-        result["x_error_of_the_mean"] = sum(abs(x - mean_x) for x in xs) / len(xs)
-        result["on_target"] = on_target / len(xs)  # share of named objects hit by their point
+    if points:  # the k-th written point against the k-th named object
+        truths = [[(o[1], o[3]) for o in e[4]] for e in test]
+        score = nano_pretrain.score_points(written, truths)
+        result |= {k: score[k] for k in ("x_error", "x_error_of_the_mean", "on_target")}
     print("RESULT " + json.dumps(result), flush=True)
     return result
 
