@@ -324,7 +324,9 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 init_std=0.06,
             ),
             search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
-            pretrain=Pretrain(samples=12000, epochs=5, lr=1e-3, batch=32, eval_samples=200),
+            pretrain=Pretrain(
+                samples=12000, epochs=5, lr=1e-3, batch=32, referring=0.5, eval_samples=200
+            ),
             sft=SFT(epochs=2, lr=1e-3, batch=32),
             grpo=GRPO(
                 steps=6,
@@ -482,6 +484,10 @@ class Stage:
     config: Callable[[Args], Any]
     """The part of the run's config this stage's outputs depend on."""
     run: Callable[[Args, Path, Pipeline], dict[str, Any]]
+    resumable: bool = False
+    """The stage's run picks up its own partial outputs (the SFT stages: the trainer resumes from
+    the latest checkpoint in the folder), so an interrupted run of the same fingerprint keeps its
+    folder instead of starting from scratch (docs/nano.md#stages)."""
 
 
 def _read_json(path: Path) -> Any:
@@ -492,6 +498,10 @@ def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(_jsonable(obj), indent=2) + "\n", encoding="utf-8")
     tmp.replace(path)
+
+
+STARTED = "started.json"
+"""Written when a stage starts: the fingerprint its partial outputs belong to."""
 
 
 class Pipeline:
@@ -541,6 +551,17 @@ class Pipeline:
         p = self.dir(name) / "failed.json"
         return _read_json(p) if p.is_file() else None
 
+    def _resumes(self, name: str, fp: str) -> bool:
+        """A resumable stage whose folder was started with the same fingerprint (and was not asked
+        to be redone) keeps its partial outputs."""
+        started = self.dir(name) / STARTED
+        return (
+            self.stages[name].resumable
+            and name not in self.args.redo
+            and started.is_file()
+            and _read_json(started).get("fingerprint") == fp
+        )
+
     def run(self, names: list[str]) -> dict[str, float]:
         """Run `names` in order. A stage that raises leaves `failed.json` (error and traceback) in
         its folder; with `keep_going` the stages that need it are skipped and the others run, so
@@ -566,9 +587,13 @@ class Pipeline:
                 times[name] = m["seconds"]
                 continue
             out = self.dir(name)
-            if out.exists():
+            if self._resumes(name, fp):
+                log.info("stage %s: resuming the unfinished run in %s", name, out)
+                (out / "failed.json").unlink(missing_ok=True)
+            elif out.exists():
                 shutil.rmtree(out)  # a stage restarts from scratch: no half-written outputs
-            out.mkdir(parents=True)
+            out.mkdir(parents=True, exist_ok=True)
+            _write_json(out / STARTED, {"stage": name, "fingerprint": fp})
             t0 = time.monotonic()
             log.info("stage %s: running", name)
             try:
@@ -1089,9 +1114,15 @@ def stage_student(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
 # =============================================================================================
 # Stage: SFT
 # =============================================================================================
+SFT_SAVES = 8
+"""Checkpoints (with optimizer state) a training stage writes on its way: an interrupted stage
+resumes from the latest (docs/nano.md#stages); the intermediate ones are deleted at the end."""
+
+
 def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str) -> dict[str, Any]:
     """The real SFT trainer on `data` from `model` with `sft`'s schedule, a progress bar named
-    `label`; returns the checkpoint and the loss curve."""
+    `label`; returns the checkpoint and the loss curve. Resumes from a checkpoint in `out`."""
+    from vigorl_agents.jsonl import read_jsonl
     from vigorl_agents.train.sft import SFTConfig, train
 
     n = sum(1 for _ in data.open(encoding="utf-8"))
@@ -1110,16 +1141,25 @@ def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str)
         freeze_vision=False,  # random weights: the vision tower must learn too
         seed=args.student.seed,
         log_every=1,
-        save_every=10**9,
+        save_every=max(1, math.ceil(steps / SFT_SAVES)),
         eval_every=10**9,
-        save_optimizer=False,
+        save_optimizer=True,  # resumable
         device=args.device,
         min_pixels=MIN_PIXELS,
         max_pixels=args.tasks.processor_max_pixels,
     )
     with _StepBar(out / "metrics.jsonl", steps, label):
         res = train(cfg)
-    losses = [h["loss"] for h in res["history"] if "loss" in h]
+    final = Path(res["checkpoint"])
+    for ckpt in out.glob("checkpoint-*"):
+        if ckpt.resolve() != final.resolve():
+            shutil.rmtree(ckpt)
+    # the whole curve, also where this call resumed (its history starts at the checkpoint)
+    losses = [
+        r["loss"]
+        for _, r in read_jsonl(out / "metrics.jsonl")
+        if "loss" in r and r.get("split", "train") == "train"
+    ]
     return {
         "checkpoint": res["checkpoint"],
         "steps": res["step"],
@@ -1868,8 +1908,8 @@ def _stages() -> dict[str, Stage]:
         Stage("chains", ("search",), cfg("search"), stage_chains),
         Stage("student", ("chains",), student_cfg, stage_student),
     ]
-    st.append(Stage("pretrain", ("data", "student"), pretrain_cfg, stage_pretrain))
-    st += [Stage(n, ("chains", "pretrain"), sft_cfg, stage_sft(n)) for n in SFT_STAGES]
+    st.append(Stage("pretrain", ("data", "student"), pretrain_cfg, stage_pretrain, True))
+    st += [Stage(n, ("chains", "pretrain"), sft_cfg, stage_sft(n), True) for n in SFT_STAGES]
     st += [Stage(n, (start,), grpo_cfg, stage_grpo(n)) for n, (_, start) in GRPO_STAGES.items()]
     st += [
         Stage(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -233,6 +234,46 @@ def test_a_second_run_skips_every_done_stage(smoke):
     for n, seconds in again["times"].items():
         assert seconds == pytest.approx(res["times"][n])
         assert (root / n / "done.json").stat().st_mtime_ns == before[n]
+
+
+def test_an_interrupted_training_stage_resumes_from_its_checkpoint(smoke, tmp_path, monkeypatch):
+    """A base-model run that dies after its first checkpoint keeps its folder; the next run
+    resumes there and ends with the uninterrupted run's weights and one record per step."""
+    from safetensors.torch import load_file
+
+    from vigorl_agents.train.sft import SFTTrainer
+
+    args, root, _ = smoke
+    for s in ("data", "search", "chains", "student"):
+        shutil.copytree(root / s, tmp_path / args.preset / s)
+    a = replace(args, out_root=tmp_path, stages=("data", "search", "chains", "student", "pretrain"))
+    save, saved = SFTTrainer.save_checkpoint, []
+
+    def dies_after_its_first_checkpoint(self):
+        path = save(self)
+        saved.append(self.step)
+        if len(saved) == 1:
+            raise RuntimeError("killed")
+        return path
+
+    monkeypatch.setattr(SFTTrainer, "save_checkpoint", dies_after_its_first_checkpoint)
+    nano.run(a)
+    pre = tmp_path / args.preset / "pretrain"
+    assert (pre / "failed.json").is_file() and not (pre / "done.json").exists()
+    assert [c.name for c in pre.glob("checkpoint-*")] == [f"checkpoint-{saved[0]}"]
+    nano.run(a)
+    r = _done(tmp_path / args.preset, "pretrain")["result"]
+    assert saved[1] == saved[0] + 1  # resumed after the checkpoint, not from step 0
+    assert [rec["step"] for rec in _records(pre / "metrics.jsonl")] == list(
+        range(1, r["steps"] + 1)
+    )
+    assert len(r["loss_curve"]) == r["steps"] and not (pre / "failed.json").exists()
+    assert [c.name for c in pre.glob("checkpoint-*")] == [f"checkpoint-{r['steps']}"]
+    resumed = load_file(Path(r["checkpoint"]) / "model.safetensors")
+    whole = load_file(Path(_done(root, "pretrain")["result"]["checkpoint"]) / "model.safetensors")
+    assert resumed.keys() == whole.keys()
+    for k in whole:
+        assert (resumed[k] == whole[k]).all(), k
 
 
 def test_fingerprints_follow_config_and_inputs(smoke):
