@@ -1,4 +1,4 @@
-"""Checkpoint folders of the training engine: safe to resume from, atomic to write (docs/sft.md#checkpoints-and-safe-resume).
+"""Checkpoint folders of the training engine: safe to resume from, atomic to write (docs/sft.md#checkpoints-and-resume).
 
 A checkpoint `output_dir/checkpoint-{step}/` is a plain Hugging Face folder (model + processor;
 `from_pretrained` and vLLM load it as is) plus `trainer_state.json` (step, data position, RNG
@@ -198,7 +198,7 @@ def read_checkpoint_state(
     """Validate a checkpoint folder for resume and return its trainer state.
 
     Nothing in the folder is unpickled: the state is JSON, the optimizer file is read with
-    `weights_only=True` (see docs/sft.md#checkpoints-and-safe-resume). Order: required files,
+    `weights_only=True` (see docs/sft.md#checkpoints-and-resume). Order: required files,
     the JSON state, then the sha256 of every recorded file (`verify`; a DeepSpeed run checks its
     shard itself, `SFTTrainer`), then the optimizer file. `deepspeed`: the resuming run uses
     DeepSpeed (its optimizer state is in `folder/deepspeed/`); `required`: the keys the trainer's

@@ -33,7 +33,7 @@ What the loop does, and why:
 * **Data order**: epoch e visits the examples in `randperm(n)` drawn from a generator seeded with
   (seed, e); optimizer step s of the run is window s mod steps_per_epoch of epoch s // steps_per_epoch.
   The data position is therefore a function of the step, which makes resume exact.
-* **Checkpoints** (docs/sft.md#checkpoints-and-safe-resume): `output_dir/checkpoint-{step}/`
+* **Checkpoints** (docs/sft.md#checkpoints-and-resume): `output_dir/checkpoint-{step}/`
   is a plain Hugging Face folder (model + processor, `from_pretrained` / vLLM load it as is) plus
   `optimizer.pt` (optimizer, scheduler and fp32 master tensors) and `trainer_state.json` (step,
   epoch, data position, RNG states, config, and the sha256 of every other file of the folder).
