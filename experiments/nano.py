@@ -58,6 +58,8 @@ from typing import Any
 
 import tyro
 
+from vigorl_agents.search.teacher import TeacherErrors
+
 log = logging.getLogger("experiments.nano")
 
 SPATIAL = "ViGoRL/SynthSpatial-v0"
@@ -186,6 +188,11 @@ class Search:
     seed: int = 42
     workers: int = 2
     """Processes the search is sharded over (each runs its shard's trees asynchronously)."""
+    errors: TeacherErrors = field(default_factory=TeacherErrors)
+    """The scripted teacher's mistake rates (docs/mcts.md#the-scripted-teacher). A correct
+    chain keeps the mistakes of its steps (a distractor named as the asked object, a wrong
+    relation before the right answer): presets whose student should learn from the chains
+    lower them (docs/nano.md#the-teachers-mistakes)."""
 
 
 @dataclass(frozen=True)
@@ -292,6 +299,12 @@ def _crop_side(crop_size: int) -> int:
     return max(28, round(crop_size / 28) * 28)
 
 
+FEW_MISTAKES = TeacherErrors(p_distractor=0.05, p_misread=0.05, p_wrong_relation=0.1)
+"""Teacher mistake rates of the presets whose chains should teach (docs/nano.md#the-teachers-
+mistakes): with the defaults a fifth of the correct SynthSpatial chains name a distractor as the
+asked object and a twelfth conclude the opposite of their answer (measured, cpu-long)."""
+
+
 PRESETS: dict[str, tuple[str, Args]] = {
     "cpu": (
         "The README's main job: every stage real on 2 CPU cores in under 10 minutes; small effects.",
@@ -323,7 +336,12 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=128,
                 init_std=0.06,
             ),
-            search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
+            search=Search(
+                chain_kinds=("direct", "corrected"),
+                chains_per_sample=4,
+                workers=12,
+                errors=FEW_MISTAKES,
+            ),
             pretrain=Pretrain(
                 samples=12000, epochs=5, lr=1e-3, batch=32, referring=0.5, eval_samples=200
             ),
@@ -759,6 +777,7 @@ def _search_shard(
                 n_simulations=search.n_simulations, k_min=search.k_min, k_max=search.k_max
             ),
         ),
+        errors=search.errors,
         name=f"{key}/shard{shard}",
         out_root=out,
         linearize=False,  # the linearization reads every shard's trees at once
@@ -906,6 +925,15 @@ def points_inside_frame(rec: dict[str, Any]) -> tuple[int, int]:
     return sum(0 <= x < w and 0 <= y < h for x, y in pts), len(pts)
 
 
+def _mistake_shares(records: list[dict[str, Any]]) -> dict[str, float]:
+    """Share of the chains that show each of the teacher's mistakes in their text
+    (`stated_mistakes`): what the grounded and ungrounded students are taught to write."""
+    from vigorl_agents.search.teacher import stated_mistakes
+
+    found = [stated_mistakes(r["messages"][-1]["content"]) for r in records]
+    return {k: sum(f[k] for f in found) / max(1, len(found)) for k in found[0]} if found else {}
+
+
 def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     from vigorl_agents.jsonl import read_jsonl
     from vigorl_env.protocol import all_think_points
@@ -963,6 +991,7 @@ def stage_chains(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
         "records": len(spatial),
         "samples": len({r["sample_id"] for r in spatial}),
         "points": total,
+        "teacher_mistakes": _mistake_shares(spatial),
     }
 
     multi = [  # at least one zoom (a frame-only dialog teaches no tool call), within the budget

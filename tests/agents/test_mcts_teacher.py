@@ -126,3 +126,26 @@ def test_unannounced_conversation_is_refused(episode):
     t = ScriptedTeacher.for_envs([env])
     with pytest.raises(KeyError, match="nobody announced"):
         _reply(t, image, obs["text"], [], 0)
+
+
+def test_stated_mistakes_read_the_teachers_own_steps(episode):
+    """A chain of the teacher's steps shows a distractor step and a flipped comparison in its
+    text; the clean path shows neither."""
+    from vigorl_agents.search.teacher import stated_mistakes
+
+    env, obs, info, image = episode
+    thoughts = _clean_path(env, obs, info, image)
+
+    def chain(steps, answer="left"):
+        return "<think>\n" + "\n".join(steps) + f"\n</think>\n<answer> {answer} </answer>"
+
+    assert stated_mistakes(chain(thoughts)) == {
+        "distractor": False,
+        "relation_contradicts_answer": False,
+    }
+    flipped = [*thoughts[:-1], thoughts[-1].replace('"left"', '"right"')]
+    assert stated_mistakes(chain(flipped))["relation_contradicts_answer"]
+    assert not stated_mistakes(chain(flipped, "right"))["relation_contradicts_answer"]
+    d = _teacher(env, info, image, p_distractor=1, p_garbage=0, p_answer_early=0)
+    step = _reply(d, image, obs["text"], [], 7)
+    assert stated_mistakes(chain([step, *thoughts]))["distractor"]

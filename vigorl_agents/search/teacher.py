@@ -46,6 +46,7 @@ _POINT = re.compile(r"\((\d+), (\d+)\)")
 _COLOUR_NAMED = re.compile(r"\b(?:the|a|an) (\w+) (\w+) (?:sits|at)\b")
 _DISTRACTOR = "looks like the object the question refers to"
 _RELATION = re.compile(r"so the answer should be \"([^\"]*)\"")
+_ANSWER = re.compile(r"<answer>\s*(.*?)\s*</answer>", re.S)
 RELATION_FAMILIES = ("left_right", "closer", "relative_position")
 
 
@@ -66,6 +67,18 @@ class TeacherErrors:
         for name, value in self.__dict__.items():
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"{name} must be in [0, 1], got {value}")
+
+
+def stated_mistakes(text: str) -> dict[str, bool]:
+    """The teacher's mistakes a chain shows in its own text (no annotations needed): a step that
+    names a distractor as the asked object, and a comparison whose stated answer is not the
+    chain's final answer. A correct chain can carry both, since only its answer is judged."""
+    answer = _ANSWER.search(text)
+    stated = _RELATION.findall(text)
+    return {
+        "distractor": _DISTRACTOR in text,
+        "relation_contradicts_answer": bool(answer and stated and stated[-1] != answer.group(1)),
+    }
 
 
 @dataclass
