@@ -342,9 +342,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 workers=12,
                 errors=FEW_MISTAKES,
             ),
-            pretrain=Pretrain(
-                samples=12000, epochs=5, lr=1e-3, batch=32, referring=0.5, eval_samples=200
-            ),
+            pretrain=Pretrain(samples=12000, epochs=5, lr=1e-3, batch=32, eval_samples=200),
             sft=SFT(epochs=2, lr=1e-3, batch=32),
             grpo=GRPO(
                 steps=6,
