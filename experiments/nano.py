@@ -237,8 +237,9 @@ class GRPO:
     lr: float = 1e-4
     kl_coef: float = 0.01
     temperature: float = 1.0
-    max_response_tokens: int = 160
-    """Single-turn response budget (the evaluation's per-turn cap)."""
+    max_response_tokens: int = 320
+    """Single-turn response budget: the longest training chains must fit
+    (docs/nano.md#token-budgets)."""
     per_turn_tokens: int = 96
     """Multi-turn: per-turn cap; the response budget is max_images turns of it."""
     rollout_batch: int = 16
@@ -247,8 +248,9 @@ class GRPO:
 
 @dataclass(frozen=True)
 class Evaluation:
-    max_tokens: int = 160
-    """Per-turn cap on new tokens."""
+    max_tokens: int = 320
+    """Per-turn cap on new tokens: the longest training chains must fit (the grounded chains of
+    the default search reach about 260 tokens; docs/nano.md#token-budgets)."""
     greedy: bool = True
     max_batch_size: int = 16
     image_dependence_samples: int = 24
@@ -350,11 +352,11 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 group_size=8,
                 micro_batch=64,
                 lr=1e-4,
-                max_response_tokens=256,
+                max_response_tokens=320,
                 per_turn_tokens=128,
                 rollout_batch=128,
             ),
-            eval=Evaluation(max_tokens=256, max_batch_size=128),
+            eval=Evaluation(max_tokens=320, max_batch_size=128),
             device="cuda",
             preset="gpu",
             publish=Path("benchmarks/results/nano"),
@@ -1135,7 +1137,50 @@ def stage_student(args: Args, out: Path, pipe: Pipeline) -> dict[str, Any]:
     chains = sorted(pipe.dir("chains").glob("sft_*.jsonl"))
     corpus = tokenizer_corpus(chains)
     model, n = build_student(out / "model", args.student, args.tasks.processor_max_pixels, corpus)
-    return {"model": str(model), "parameters": n}
+    return {"model": str(model), "parameters": n, "chain_tokens": chain_tokens(args, model, chains)}
+
+
+def chain_tokens(args: Args, model: Path, chains: list[Path]) -> dict[str, dict[str, float]]:
+    """Tokens per assistant turn of each condition's training chains, against the caps the
+    evaluation and GRPO give a turn: a chain longer than the cap cannot be written to its
+    answer, so a condition whose chains often exceed it is scored as unanswered for its budget,
+    not its skill (docs/nano.md#token-budgets). Logs a warning above 1 %."""
+    from transformers import AutoTokenizer
+
+    from vigorl_agents.jsonl import read_jsonl
+
+    tok = AutoTokenizer.from_pretrained(model)
+    out = {}
+    for path in chains:
+        name = path.stem
+        multi = name == "sft_multi_turn"
+        cap = min(
+            args.eval.max_tokens,
+            args.grpo.per_turn_tokens if multi else args.grpo.max_response_tokens,
+        )
+        lengths = sorted(
+            len(tok(m["content"], add_special_tokens=False)["input_ids"])
+            for _, r in read_jsonl(path)
+            for m in r["messages"]
+            if m["role"] == "assistant"
+        )
+        if not lengths:
+            continue
+        over = sum(n > cap for n in lengths) / len(lengths)
+        out[name] = {
+            "median": lengths[len(lengths) // 2],
+            "p99": lengths[min(len(lengths) - 1, int(0.99 * len(lengths)))],
+            "max": lengths[-1],
+            "cap": cap,
+            "over_cap": over,
+        }
+        if over > 0.01:
+            log.warning(
+                "%s: %.1f %% of the training turns are longer than the %d-token cap of the "
+                "evaluation/GRPO (longest %d): raise --eval.max-tokens / --grpo.*-tokens",
+                name, 100 * over, cap, lengths[-1],
+            )  # fmt: skip
+    return out
 
 
 # =============================================================================================

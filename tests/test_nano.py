@@ -180,6 +180,28 @@ def test_student_is_the_qwen2_vl_architecture_from_random_weights(smoke):
     assert abs(w0[key] - w1[key]).max() > 1e-4
 
 
+def test_chain_lengths_are_counted_against_the_caps(smoke):
+    """The student stage counts each condition's training turns in the student's tokens against
+    the evaluation/GRPO caps (the smoke caps are far below the chains: most turns are over)."""
+    from transformers import AutoTokenizer
+
+    args, root, _ = smoke
+    res = _done(root, "student")["result"]["chain_tokens"]
+    assert set(res) == {f"{n}" for n in nano.SFT_STAGES}
+    tok = AutoTokenizer.from_pretrained(root / "student" / "model")
+    turns = [
+        len(tok(m["content"], add_special_tokens=False)["input_ids"])
+        for r in _records(root / "chains" / "sft_grounded.jsonl")
+        for m in r["messages"]
+        if m["role"] == "assistant"
+    ]
+    g = res["sft_grounded"]
+    assert g["cap"] == min(args.eval.max_tokens, args.grpo.max_response_tokens) == 24
+    assert g["max"] == max(turns) and g["over_cap"] == sum(n > 24 for n in turns) / len(turns)
+    assert g["over_cap"] > 0.5 and res["sft_direct"]["over_cap"] == 0.0  # `<answer> x </answer>`
+    assert res["sft_multi_turn"]["cap"] == min(args.eval.max_tokens, args.grpo.per_turn_tokens)
+
+
 def test_report_and_summary(smoke):
     args, root, _ = smoke
     summary = json.loads((root / "summary.json").read_text(encoding="utf-8"))
