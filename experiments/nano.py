@@ -649,6 +649,7 @@ class _StepBar:
         from tqdm.auto import tqdm
 
         self.path, self.bar = path, tqdm(total=total, desc=desc, unit="step", position=1)
+        self.seen: int | None = None
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -666,7 +667,13 @@ class _StepBar:
             except json.JSONDecodeError:
                 continue
         if last and "step" in last:
-            self.bar.n = int(last["step"])
+            step = int(last["step"])
+            if self.seen is None or step < self.bar.n:
+                # a resumed run: steps before the checkpoint are not this call's work (the
+                # trainer cuts their records past the checkpoint when it starts)
+                self.bar.initial, self.bar.start_t = step, time.time()
+            self.seen = step
+            self.bar.n = step
             if "loss" in last:
                 self.bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
             self.bar.refresh()
