@@ -1198,10 +1198,24 @@ SFT_SAVES = 8
 resumes from the latest (docs/nano.md#stages); the intermediate ones are deleted at the end."""
 
 
+def _keep_only(out: Path, final: str) -> None:
+    """Delete a finished training stage's intermediate checkpoints (they were for resuming)."""
+    for ckpt in out.glob("checkpoint-*"):
+        if ckpt.resolve() != Path(final).resolve():
+            shutil.rmtree(ckpt)
+
+
+def _train_records(out: Path) -> list[dict[str, Any]]:
+    """The trainer's per-step train records of the whole run, also where this call resumed
+    (its returned history starts at the checkpoint; metrics.jsonl was cut back to it)."""
+    from vigorl_agents.jsonl import read_jsonl
+
+    return [r for _, r in read_jsonl(out / "metrics.jsonl") if r.get("split", "train") == "train"]
+
+
 def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str) -> dict[str, Any]:
     """The real SFT trainer on `data` from `model` with `sft`'s schedule, a progress bar named
     `label`; returns the checkpoint and the loss curve. Resumes from a checkpoint in `out`."""
-    from vigorl_agents.jsonl import read_jsonl
     from vigorl_agents.train.sft import SFTConfig, train
 
     n = sum(1 for _ in data.open(encoding="utf-8"))
@@ -1229,16 +1243,8 @@ def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str)
     )
     with _StepBar(out / "metrics.jsonl", steps, label):
         res = train(cfg)
-    final = Path(res["checkpoint"])
-    for ckpt in out.glob("checkpoint-*"):
-        if ckpt.resolve() != final.resolve():
-            shutil.rmtree(ckpt)
-    # the whole curve, also where this call resumed (its history starts at the checkpoint)
-    losses = [
-        r["loss"]
-        for _, r in read_jsonl(out / "metrics.jsonl")
-        if "loss" in r and r.get("split", "train") == "train"
-    ]
+    _keep_only(out, res["checkpoint"])
+    losses = [r["loss"] for r in _train_records(out) if "loss" in r]
     return {
         "checkpoint": res["checkpoint"],
         "steps": res["step"],
@@ -1355,7 +1361,7 @@ def stage_grpo(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
             freeze_vision=False,
             min_pixels=MIN_PIXELS,
             max_pixels=args.tasks.processor_max_pixels,
-            save_optimizer=False,
+            save_optimizer=True,  # resumable: a checkpoint every step
             env_id=cond.env_id,
             env_kwargs=env_kwargs(args.tasks, cond),
             split="train",
@@ -1374,11 +1380,12 @@ def stage_grpo(name: str) -> Callable[[Args, Path, Pipeline], dict[str, Any]]:
             kl_coef=g.kl_coef,
             rollout_backend="hf",
             rollout_batch=g.rollout_batch,
-            save_every=10**9,
+            save_every=1,
             save_final=True,
         )
         res = train_grpo(cfg, progress=True)
-        history = [{k: h.get(k) for k in HISTORY_KEYS} for h in res["history"]]
+        _keep_only(out, res["checkpoint"])
+        history = [{k: h.get(k) for k in HISTORY_KEYS} for h in _train_records(out)]
         return {
             "checkpoint": res["checkpoint"],
             "steps": res["step"],
@@ -1989,13 +1996,16 @@ def _stages() -> dict[str, Stage]:
     ]
     st.append(Stage("pretrain", ("data", "student"), pretrain_cfg, stage_pretrain, True))
     st += [Stage(n, ("chains", "pretrain"), sft_cfg, stage_sft(n), True) for n in SFT_STAGES]
-    st += [Stage(n, (start,), grpo_cfg, stage_grpo(n)) for n, (_, start) in GRPO_STAGES.items()]
+    st += [
+        Stage(n, (start,), grpo_cfg, stage_grpo(n), True) for n, (_, start) in GRPO_STAGES.items()
+    ]
     st += [
         Stage(
             f"eval_{c.name}",
             ("data", c.model_stage or "pretrain"),
             cfg("tasks", "eval", "device"),
             stage_eval(c),
+            True,  # the evaluation skips the episodes already in samples.jsonl
         )
         for c in CONDITIONS.values()
     ]

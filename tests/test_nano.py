@@ -258,18 +258,31 @@ def test_a_second_run_skips_every_done_stage(smoke):
         assert (root / n / "done.json").stat().st_mtime_ns == before[n]
 
 
-def test_an_interrupted_training_stage_resumes_from_its_checkpoint(smoke, tmp_path, monkeypatch):
-    """A base-model run that dies after its first checkpoint keeps its folder; the next run
+@pytest.mark.parametrize(
+    ("stage", "inputs"),
+    [
+        ("pretrain", ("data", "search", "chains", "student")),
+        ("grpo_grounded", ("data", "search", "chains", "student", "pretrain", "sft_grounded")),
+    ],
+)
+def test_an_interrupted_training_stage_resumes_from_its_checkpoint(
+    smoke, tmp_path, monkeypatch, stage, inputs
+):
+    """A training stage that dies after its first checkpoint keeps its folder; the next run
     resumes there and ends with the uninterrupted run's weights and one record per step."""
     from safetensors.torch import load_file
 
+    from vigorl_agents.train.grpo import GRPOTrainer
     from vigorl_agents.train.sft import SFTTrainer
 
     args, root, _ = smoke
-    for s in ("data", "search", "chains", "student"):
+    if stage.startswith("grpo") and not (root / stage / "done.json").is_file():
+        pytest.skip(f"{stage} did not run in this checkout")
+    for s in inputs:
         shutil.copytree(root / s, tmp_path / args.preset / s)
-    a = replace(args, out_root=tmp_path, stages=("data", "search", "chains", "student", "pretrain"))
-    save, saved = SFTTrainer.save_checkpoint, []
+    a = replace(args, out_root=tmp_path, stages=(*inputs, stage))
+    trainer = GRPOTrainer if stage.startswith("grpo") else SFTTrainer
+    save, saved = trainer.save_checkpoint, []
 
     def dies_after_its_first_checkpoint(self):
         path = save(self)
@@ -278,21 +291,21 @@ def test_an_interrupted_training_stage_resumes_from_its_checkpoint(smoke, tmp_pa
             raise RuntimeError("killed")
         return path
 
-    monkeypatch.setattr(SFTTrainer, "save_checkpoint", dies_after_its_first_checkpoint)
+    monkeypatch.setattr(trainer, "save_checkpoint", dies_after_its_first_checkpoint)
     nano.run(a)
-    pre = tmp_path / args.preset / "pretrain"
-    assert (pre / "failed.json").is_file() and not (pre / "done.json").exists()
-    assert [c.name for c in pre.glob("checkpoint-*")] == [f"checkpoint-{saved[0]}"]
+    out = tmp_path / args.preset / stage
+    assert (out / "failed.json").is_file() and not (out / "done.json").exists()
+    assert [c.name for c in out.glob("checkpoint-*")] == [f"checkpoint-{saved[0]}"]
     nano.run(a)
-    r = _done(tmp_path / args.preset, "pretrain")["result"]
+    r = _done(tmp_path / args.preset, stage)["result"]
     assert saved[1] == saved[0] + 1  # resumed after the checkpoint, not from step 0
-    assert [rec["step"] for rec in _records(pre / "metrics.jsonl")] == list(
-        range(1, r["steps"] + 1)
-    )
-    assert len(r["loss_curve"]) == r["steps"] and not (pre / "failed.json").exists()
-    assert [c.name for c in pre.glob("checkpoint-*")] == [f"checkpoint-{r['steps']}"]
+    steps = [rec["step"] for rec in _records(out / "metrics.jsonl") if "split" not in rec]
+    assert steps == list(range(1, r["steps"] + 1)) and not (out / "failed.json").exists()
+    curve = r["loss_curve"] if stage == "pretrain" else r["history"]
+    assert len(curve) == r["steps"]
+    assert [c.name for c in out.glob("checkpoint-*")] == [f"checkpoint-{r['steps']}"]
     resumed = load_file(Path(r["checkpoint"]) / "model.safetensors")
-    whole = load_file(Path(_done(root, "pretrain")["result"]["checkpoint"]) / "model.safetensors")
+    whole = load_file(Path(_done(root, stage)["result"]["checkpoint"]) / "model.safetensors")
     assert resumed.keys() == whole.keys()
     for k in whole:
         assert (resumed[k] == whole[k]).all(), k
