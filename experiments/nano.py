@@ -352,11 +352,11 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 group_size=8,
                 micro_batch=64,
                 lr=1e-4,
-                max_response_tokens=320,
+                max_response_tokens=512,  # corrected chains reach ~510 tokens
                 per_turn_tokens=128,
                 rollout_batch=128,
             ),
-            eval=Evaluation(max_tokens=320, max_batch_size=128),
+            eval=Evaluation(max_tokens=512, max_batch_size=128),
             device="cuda",
             preset="gpu",
             publish=Path("benchmarks/results/nano"),
