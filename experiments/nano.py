@@ -341,11 +341,7 @@ PRESETS: dict[str, tuple[str, Args]] = {
                 vision_dim=128,
                 init_std=0.06,
             ),
-            search=Search(
-                chain_kinds=("direct", "corrected"),
-                chains_per_sample=4,
-                workers=12,
-            ),
+            search=Search(chain_kinds=("direct", "corrected"), chains_per_sample=4, workers=12),
             pretrain=Pretrain(samples=12000, epochs=5, lr=1e-3, batch=32, eval_samples=200),
             sft=SFT(epochs=2, lr=1e-3, batch=32),
             grpo=GRPO(
@@ -505,9 +501,10 @@ class Stage:
     """The part of the run's config this stage's outputs depend on."""
     run: Callable[[Args, Path, Pipeline], dict[str, Any]]
     resumable: bool = False
-    """The stage's run picks up its own partial outputs (the SFT stages: the trainer resumes from
-    the latest checkpoint in the folder), so an interrupted run of the same fingerprint keeps its
-    folder instead of starting from scratch (docs/nano.md#stages)."""
+    """The stage's run picks up its own partial outputs (training stages: the trainer resumes
+    from the latest checkpoint in the folder; evaluations: the episodes already written), so an
+    interrupted run of the same fingerprint keeps its folder instead of starting from scratch
+    (docs/nano.md#stages)."""
 
 
 def _read_json(path: Path) -> Any:
@@ -651,7 +648,7 @@ class _StepBar:
         from tqdm.auto import tqdm
 
         self.path, self.bar = path, tqdm(total=total, desc=desc, unit="step", position=1)
-        self.seen: int | None = None
+        self.started = False
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._follow, daemon=True)
 
@@ -670,11 +667,11 @@ class _StepBar:
                 continue
         if last and "step" in last:
             step = int(last["step"])
-            if self.seen is None or step < self.bar.n:
+            if not self.started or step < self.bar.n:
                 # a resumed run: steps before the checkpoint are not this call's work (the
                 # trainer cuts their records past the checkpoint when it starts)
                 self.bar.initial, self.bar.start_t = step, time.time()
-            self.seen = step
+            self.started = True
             self.bar.n = step
             if "loss" in last:
                 self.bar.set_postfix(loss=f"{last['loss']:.3f}", refresh=False)
@@ -1211,8 +1208,9 @@ def _train_records(out: Path) -> list[dict[str, Any]]:
     """The trainer's per-step train records of the whole run, also where this call resumed
     (its returned history starts at the checkpoint; metrics.jsonl was cut back to it)."""
     from vigorl_agents.jsonl import read_jsonl
+    from vigorl_agents.train.checkpoint import METRICS_FILE
 
-    return [r for _, r in read_jsonl(out / "metrics.jsonl") if r.get("split", "train") == "train"]
+    return [r for _, r in read_jsonl(out / METRICS_FILE) if r.get("split", "train") == "train"]
 
 
 def run_sft(args: Args, out: Path, data: Path, model: str, sft: SFT, label: str) -> dict[str, Any]:
